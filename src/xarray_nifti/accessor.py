@@ -1,0 +1,214 @@
+"""The ``.nifti`` accessor on Dataset and DataArray: a thin façade over the other modules."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import xarray as xr
+
+from . import affine as affine_maths
+from .index import VoxelAffineIndex
+from .transform import NiftiGeometry
+
+__all__ = ["NiftiDataArrayAccessor", "NiftiDatasetAccessor"]
+
+T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
+_TEMP_PREFIX = "__xarray_nifti_axis_"
+
+
+def find_index(obj: xr.Dataset | xr.DataArray) -> VoxelAffineIndex:
+    """The object's ``VoxelAffineIndex``, or a ``ValueError`` saying why there is none."""
+    for index in obj.xindexes.get_unique():
+        if isinstance(index, VoxelAffineIndex):
+            return index
+    raise ValueError(
+        "this object has no NIfTI voxel grid (no VoxelAffineIndex on x, y, z). Open files "
+        "with xr.open_dataset(..., engine='nifti'); note that fancy (array) indexing and "
+        "reductions over i/j/k drop the grid. Use `.nifti.decode()` after reading a Zarr or "
+        "NetCDF copy made with `.nifti.encode()`."
+    )
+
+
+def _data_dims(obj: xr.Dataset | xr.DataArray) -> tuple[Hashable, ...]:
+    if isinstance(obj, xr.DataArray):
+        return tuple(obj.dims)
+    best: tuple[Hashable, ...] = tuple(obj.dims)
+    for var in obj.data_vars.values():
+        if len(var.dims) >= 1:
+            return tuple(var.dims)
+    return best
+
+
+def axis_order(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> list[int]:
+    """Voxel axes of the index in the object's dim order, then dropped axes."""
+    t = index.transform
+    dims = _data_dims(obj)
+    present = [a for a in t.present_axes if t.axis_dims[a] in dims]
+    present.sort(key=lambda a: dims.index(t.axis_dims[a]))
+    present += [a for a in t.present_axes if a not in present]
+    return present + [a for a in range(3) if a not in present]
+
+
+def current_affine(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> np.ndarray:
+    """Affine whose columns follow the object's dim order (dropped axes last)."""
+    order = axis_order(obj, index)
+    return index.geometry.affine[:, [*order, 3]]
+
+
+def _spatial_shape(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> tuple[int, ...]:
+    g = index.geometry
+    return tuple(g.shape[a] for a in axis_order(obj, index))
+
+
+class _NiftiAccessor(Generic[T_Xarray]):
+    def __init__(self, obj: T_Xarray) -> None:
+        self._obj = obj
+
+    # -- geometry ------------------------------------------------------------------
+    @property
+    def _index(self) -> VoxelAffineIndex:
+        return find_index(self._obj)
+
+    @property
+    def geometry(self) -> NiftiGeometry:
+        """The full geometry (affine, sform, qform, codes) in file axis order."""
+        return self._index.geometry
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4×4 affine from voxel centres to world RAS+ mm, for the current grid.
+
+        Its columns follow the object's spatial dims in their current order;
+        an axis dropped by integer selection keeps its column (last).
+
+        Examples
+        --------
+        >>> import os, nibabel, xarray as xr
+        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "example4d.nii.gz")
+        >>> ds = xr.open_dataset(path, engine="nifti")
+        >>> bool(np.allclose(ds.nifti.affine, nibabel.load(path).affine))
+        True
+        """
+        return current_affine(self._obj, self._index)
+
+    @property
+    def axcodes(self) -> tuple[str, ...]:
+        """Axis direction codes of the spatial dims, e.g. ``("L", "A", "S")``."""
+        index = self._index
+        n_present = len(index.transform.present_axes)
+        return affine_maths.axcodes(self.affine)[:n_present]
+
+    @property
+    def space(self) -> str:
+        """World space of the affine: scanner, aligned, talairach, mni, template or unknown."""
+        return self._index.geometry.space
+
+    @property
+    def zooms(self) -> tuple[float, ...]:
+        """Voxel sizes (mm) of the spatial dims, then the time step (s) if there is a time dim."""
+        index = self._index
+        sizes = affine_maths.voxel_sizes(self.affine)[: len(index.transform.present_axes)]
+        zooms = [float(z) for z in sizes]
+        obj = self._obj
+        if "time" in obj.dims:
+            if "time" in obj.coords and obj.sizes["time"] > 1:
+                times = np.asarray(obj["time"].values, dtype=np.float64)
+                zooms.append(float(abs(times[1] - times[0])))
+            else:
+                zooms.append(float(self._attrs().get("repetition_time", 0.0)))
+        return tuple(zooms)
+
+    def _attrs(self) -> dict[Hashable, Any]:
+        obj = self._obj
+        if isinstance(obj, xr.DataArray):
+            return dict(obj.attrs)
+        for var in obj.data_vars.values():
+            return dict(var.attrs)
+        return dict(obj.attrs)
+
+    def voxel_to_world(self, i: Any, j: Any, k: Any) -> tuple[Any, Any, Any]:
+        """World RAS+ mm of voxel coordinates, same kind as the input.
+
+        Examples
+        --------
+        >>> import os, nibabel, xarray as xr
+        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "anatomical.nii")
+        >>> ds = xr.open_dataset(path, engine="nifti")
+        >>> [round(float(c), 2) for c in ds.nifti.voxel_to_world(0, 0, 0)]
+        [-28.0, -40.0, -21.5]
+        """
+        a = self.affine
+        return tuple(  # type: ignore[return-value]
+            a[row, 0] * i + a[row, 1] * j + a[row, 2] * k + a[row, 3] for row in range(3)
+        )
+
+    def world_to_voxel(self, x: Any, y: Any, z: Any, *, round: bool = False) -> tuple[Any, Any, Any]:
+        """Continuous voxel coordinates ``(i, j, k)`` of world points (``round=True``: ints).
+
+        Raises ``ValueError`` when the affine is singular.
+
+        Examples
+        --------
+        >>> import os, nibabel, xarray as xr
+        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "anatomical.nii")
+        >>> ds = xr.open_dataset(path, engine="nifti")
+        >>> ds.nifti.world_to_voxel(-28.0, -40.0, -21.5, round=True)
+        (0, 0, 0)
+        """
+        a = self.affine
+        if abs(np.linalg.det(a[:3, :3])) < 1e-12:
+            raise ValueError(
+                "cannot map world coordinates to voxels: the affine is singular (a zero voxel "
+                f"size or collinear axes):\n{a}"
+            )
+        inverse = np.linalg.inv(a)
+        out = [inverse[row, 0] * x + inverse[row, 1] * y + inverse[row, 2] * z + inverse[row, 3]
+               for row in range(3)]
+        if round:
+            out = [_round_to_int(v) for v in out]
+        return out[0], out[1], out[2]
+
+    # -- reorientation ------------------------------------------------------------------
+    def reorient(self, axcodes: str | Sequence[str]) -> T_Xarray:
+        """Lazily flip and transpose the spatial axes to the given axis codes.
+
+        No resampling happens: every voxel keeps its world position; sform and
+        qform (and their codes) follow the new grid. The spatial dims are
+        renamed so that ``i, j, k`` are again the first, second and third axes.
+
+        Examples
+        --------
+        >>> import os, nibabel, xarray as xr
+        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "example4d.nii.gz")
+        >>> ds = xr.open_dataset(path, engine="nifti")
+        >>> ds.nifti.reorient("LPS").nifti.axcodes
+        ('L', 'P', 'S')
+        """
+        from .reorient import reorient
+
+        return reorient(self._obj, axcodes)
+
+    def to_canonical(self) -> T_Xarray:
+        """Lazy closest RAS+ reorientation, as :func:`nibabel.as_closest_canonical`."""
+        return self.reorient("RAS")
+
+
+def _round_to_int(value: Any) -> Any:
+    rounded = np.rint(value)
+    if isinstance(rounded, xr.DataArray):
+        return rounded.astype(np.int64)
+    if np.ndim(rounded) == 0:
+        return int(rounded)
+    return np.asarray(rounded).astype(np.int64)
+
+
+@xr.register_dataset_accessor("nifti")
+class NiftiDatasetAccessor(_NiftiAccessor[xr.Dataset]):
+    """NIfTI geometry and I/O for a Dataset opened with ``engine="nifti"``."""
+
+
+@xr.register_dataarray_accessor("nifti")
+class NiftiDataArrayAccessor(_NiftiAccessor[xr.DataArray]):
+    """NIfTI geometry and I/O for a DataArray on a NIfTI grid."""

@@ -1,0 +1,282 @@
+"""Lazy, picklable access to the voxel data of a NIfTI/Analyze file.
+
+:class:`NiftiBackendArray` holds only a description of where the data lives
+(:class:`~xarray_nifti._source.DataLocation`); open files and inflate state
+live in per-process readers shared through xarray's ``CachingFileManager``,
+so the array pickles at any time and carries no file handle to a dask worker.
+
+Read strategies, chosen per file:
+
+* uncompressed local file: memory map; a region read is one numpy copy, as
+  fast as copying a ``np.memmap``;
+* gzip: one shared inflate stream per file and process with checkpoints
+  (:class:`~xarray_nifti._gzip.GzipStream`), so chunked reads are linear
+  and random access costs at most one checkpoint interval;
+* file objects and fsspec files: ``seek`` + ``readinto`` of the byte ranges
+  a region needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import mmap
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from nibabel.openers import ImageOpener
+from xarray.backends import BackendArray, CachingFileManager
+from xarray.backends.locks import SerializableLock
+from xarray.core import indexing
+
+from ._errors import NiftiTruncatedError
+from ._gzip import GzipStream
+from ._source import DataLocation
+
+__all__ = ["NiftiBackendArray"]
+
+# Read a region as one covering byte range unless that wastes more than this
+# factor of the needed bytes (and more than _SPAN_FLOOR bytes).
+_SPAN_WASTE = 4
+_SPAN_FLOOR = 8 << 20
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    if array.dtype.fields is None and not array.dtype.isnative:
+        array = array.byteswap().view(array.dtype.newbyteorder("="))
+    elif array.dtype.fields is not None and not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+class _Reader:
+    """Base of the per-process readers (one per file); subclasses fill ``read_into``."""
+
+    def __init__(self, location: DataLocation) -> None:
+        self.location = location
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        raise NotImplementedError
+
+    def read_region(self, selection: Sequence[tuple[int, int, int]]) -> np.ndarray:
+        """Read ``start, count, step`` (positive step) per axis, F order on disk."""
+        return read_region(self.read_into, self.location, selection)
+
+    def close(self) -> None:
+        """Release the file."""
+
+
+class _MappedReader(_Reader):
+    """Uncompressed local file, memory mapped once per process."""
+
+    def __init__(self, location: DataLocation) -> None:
+        super().__init__(location)
+        assert location.path is not None
+        self._file = open(location.path, "rb")  # noqa: SIM115 - closed in close()
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def _check_size(self) -> None:
+        # Touching mapped pages past the end of a file that shrank would kill
+        # the process with SIGBUS, so check the size before every read.
+        loc = self.location
+        size = os.fstat(self._file.fileno()).st_size
+        if size < loc.offset + loc.nbytes or size < len(self._map):
+            raise NiftiTruncatedError(
+                f"{loc.name}: the file shrank to {size} bytes after it was opened (its data "
+                f"needs {loc.offset + loc.nbytes}); reopen it"
+            )
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        self._check_size()
+        out[:] = self._map[offset : offset + len(out)]
+
+    def read_region(self, selection: Sequence[tuple[int, int, int]]) -> np.ndarray:
+        self._check_size()
+        loc = self.location
+        view = np.ndarray(loc.shape, dtype=loc.dtype, buffer=self._map, offset=loc.offset, order="F")
+        key = tuple(slice(start, start + (count - 1) * step + 1, step) for start, count, step in selection)
+        return np.array(view[key], order="K")
+
+    def close(self) -> None:
+        self._map.close()
+        self._file.close()
+
+
+class _FileReader(_Reader):
+    """Uncompressed file object (BytesIO, fsspec file, open file)."""
+
+    def __init__(self, location: DataLocation, fileobj: Any, owned: bool) -> None:
+        super().__init__(location)
+        self._fileobj = fileobj
+        self._owned = owned
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        self._fileobj.seek(offset)
+        data = self._fileobj.read(len(out))
+        if len(data) != len(out):
+            raise NiftiTruncatedError(
+                f"{self.location.name}: expected {len(out)} bytes of image data at offset "
+                f"{offset}, got {len(data)}; the file is truncated"
+            )
+        out[:] = data
+
+    def close(self) -> None:
+        if self._owned:
+            self._fileobj.close()
+
+
+class _GzipReader(_Reader):
+    """gzip-compressed file: one checkpointed inflate stream."""
+
+    def __init__(self, location: DataLocation, fileobj: Any, owned: bool) -> None:
+        super().__init__(location)
+        self._fileobj = fileobj
+        self._owned = owned
+        self._stream = GzipStream(fileobj, location.name, location.offset + location.nbytes)
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        self._stream.read_into(offset, out)
+
+    def close(self) -> None:
+        self._stream.close()
+        if self._owned:
+            self._fileobj.close()
+
+
+def open_reader(location: DataLocation) -> _Reader:
+    """Open the per-process reader for ``location`` (the file manager's opener)."""
+    fileobj, owned = location.fileobj, False
+    if location.path is not None:
+        if location.compression is None:
+            return _MappedReader(location)
+        if location.compression == "gzip":
+            fileobj, owned = open(location.path, "rb"), True  # noqa: SIM115
+        else:
+            fileobj, owned = ImageOpener(location.path, "rb"), True
+    elif hasattr(fileobj, "open") and not hasattr(fileobj, "read"):  # fsspec OpenFile
+        fileobj, owned = fileobj.open(), True
+    if location.compression == "gzip":
+        return _GzipReader(location, fileobj, owned)
+    return _FileReader(location, fileobj, owned)
+
+
+def read_region(
+    read_into: Callable[[int, memoryview], None],
+    location: DataLocation,
+    selection: Sequence[tuple[int, int, int]],
+) -> np.ndarray:
+    """Assemble a strided region from contiguous byte ranges, in file order.
+
+    The innermost axes are read as one covering range per combination of the
+    outer indices; the split point is the deepest axis whose covering range
+    wastes no more than ``_SPAN_WASTE`` times the bytes it needs.
+    """
+    shape = location.shape
+    dtype = location.dtype
+    itemsize = dtype.itemsize
+    ndim = len(shape)
+    counts = tuple(count for _, count, _ in selection)
+    out = np.empty(counts, dtype=dtype, order="F")
+    if out.size == 0:
+        return out
+    strides = [1]
+    for size in shape[:-1]:
+        strides.append(strides[-1] * size)
+
+    # The covering box for axes < p: full extent on axes < p-1, the selected
+    # range on axis p-1.
+    split, needed = 0, 1
+    for axis in range(ndim):
+        start, count, step = selection[axis]
+        box = strides[axis] * ((count - 1) * step + 1)
+        needed_here = needed * count
+        if box * itemsize > max(_SPAN_WASTE * needed_here * itemsize, _SPAN_FLOOR) and axis > 0:
+            break
+        split, needed = axis + 1, needed_here
+
+    inner_shape = [*shape[: split - 1], (counts[split - 1] - 1) * selection[split - 1][2] + 1]
+    inner_key = tuple(
+        slice(start, start + (count - 1) * step + 1, step) for start, count, step in selection[: split - 1]
+    ) + (slice(None, None, selection[split - 1][2]),)
+    buffer = np.empty(int(np.prod(inner_shape)), dtype=dtype)
+    raw = memoryview(buffer.view(np.uint8))
+    box_view = buffer.reshape(inner_shape, order="F")[inner_key]
+    first_inner = selection[split - 1][0] * strides[split - 1]
+
+    outer_axes = list(range(split, ndim))
+    # Iterate with the slowest (last) axis outermost so byte offsets only grow.
+    ranges = [
+        range(selection[a][0], selection[a][0] + selection[a][1] * selection[a][2], selection[a][2])
+        for a in reversed(outer_axes)
+    ]
+    for combo in itertools.product(*ranges):
+        outer = tuple(reversed(combo))
+        flat = first_inner + sum(i * strides[a] for i, a in zip(outer, outer_axes, strict=True))
+        read_into(location.offset + flat * itemsize, raw)
+        position = tuple(
+            (i - selection[a][0]) // selection[a][2] for i, a in zip(outer, outer_axes, strict=True)
+        )
+        out[(Ellipsis, *position)] = box_view
+    return out
+
+
+class NiftiBackendArray(BackendArray):
+    """Lazily indexed voxel data of one image, in stored (raw) values.
+
+    Reads only the requested region; converts to native byte order; splits
+    RGB(A) records into a trailing axis of ``uint8``. Scaling is applied by
+    xarray's CF decoding on top of this array.
+
+    Parameters
+    ----------
+    location
+        Where and how the data is stored.
+    """
+
+    def __init__(self, location: DataLocation) -> None:
+        self.location = location
+        raw = location.dtype
+        self._channels = len(raw.names) if raw.names is not None else 0
+        self.shape = location.shape + ((self._channels,) if self._channels else ())
+        self.dtype = np.dtype(np.uint8) if self._channels else raw.newbyteorder("=")
+        key = location.cache_key()
+        # One lock per file and process: the shared reader's seek/inflate state is not thread-safe.
+        self._lock = SerializableLock(token=key)
+        self._manager = CachingFileManager(open_reader, location, manager_id=key, lock=False)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.BASIC, self._getitem
+        )
+
+    def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
+        spatial = key[: len(self.location.shape)]
+        selection: list[tuple[int, int, int]] = []
+        post: list[Any] = []
+        for k, size in zip(spatial, self.location.shape, strict=True):
+            if isinstance(k, slice):
+                r = range(size)[k]
+                if r.step < 0 and len(r):
+                    selection.append((r[-1], len(r), -r.step))
+                    post.append(slice(None, None, -1))
+                else:
+                    selection.append((r.start if len(r) else 0, len(r), abs(r.step)))
+                    post.append(slice(None))
+            else:
+                index = int(k) % size
+                selection.append((index, 1, 1))
+                post.append(0)
+        with self._lock:
+            reader = self._manager.acquire(needs_lock=False)
+            block = reader.read_region(selection)
+        block = _native(block)[tuple(post)]
+        if self._channels:
+            block = np.stack([block[name] for name in block.dtype.names or ()], axis=-1)
+            block = block[(Ellipsis, key[-1])]
+        return block
+
+    def close(self) -> None:
+        """Close this process's reader of the file."""
+        self._manager.close()
+

@@ -1,0 +1,171 @@
+"""The ``engine="nifti"`` xarray backend."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from xarray.backends import BackendEntrypoint
+from xarray.coding.variables import CFScaleOffsetCoder
+from xarray.core import indexing
+
+from ._metadata import (
+    DIM_NAMES,
+    attrs_from_header,
+    encoding_from_header,
+    geometry_from_header,
+    time_values,
+)
+from ._source import ImageSource, open_source, sniff_format
+from .array import NiftiBackendArray
+from .index import VoxelAffineIndex
+
+__all__ = ["NiftiBackendEntrypoint", "dataset_from_source"]
+
+_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz")
+_SLAB_BYTES = 128 << 20
+
+
+def _scaling(source: ImageSource) -> tuple[Any, Any] | None:
+    slope, inter = source.slope, source.inter
+    if not np.isfinite(slope) or slope == 0:
+        slope = 1.0
+    if not np.isfinite(inter):
+        inter = 0.0
+    if slope == 1.0 and inter == 0.0:
+        return None
+    raw = source.data.dtype
+    # xarray's CF rule then gives float32 for ≤16-bit integers, float64 otherwise.
+    float_type = np.float32 if raw.kind in "iu" and raw.itemsize <= 2 else np.float64
+    return float_type(slope), float_type(inter)
+
+
+def _preferred_chunks(dims: tuple[str, ...], shape: tuple[int, ...], itemsize: int) -> dict[str, int]:
+    chunks = {dim: 1 for dim in dims[3:] if dim != "rgb"}
+    if "k" in dims:
+        plane = shape[0] * shape[1] * itemsize
+        chunks["k"] = max(1, min(shape[2], _SLAB_BYTES // max(plane, 1)))
+    return chunks
+
+
+def dataset_from_source(
+    source: ImageSource, *, mask_and_scale: bool = True, var_name: str = "data"
+) -> xr.Dataset:
+    """The Dataset for a parsed image (shared by the backend and ``from_nibabel``)."""
+    header = source.header
+    shape = source.data.shape
+    geometry = geometry_from_header(header, source.affine, shape)
+    array = NiftiBackendArray(source.data)
+    dims = DIM_NAMES[: len(shape)] + (("rgb",) if len(array.shape) > len(shape) else ())
+    attrs = attrs_from_header(header, geometry)
+    encoding = encoding_from_header(header, source.format)
+    encoding["source"] = source.name
+    encoding["compression"] = source.data.compression
+    variable = xr.Variable(dims, indexing.LazilyIndexedArray(array), attrs=attrs, encoding=encoding)
+    scaling = _scaling(source)
+    if scaling is not None:
+        variable.attrs["scale_factor"], variable.attrs["add_offset"] = scaling
+        if mask_and_scale:
+            variable = CFScaleOffsetCoder().decode(variable, name=var_name)
+    decoded_itemsize = np.dtype(variable.dtype).itemsize
+    variable.encoding["preferred_chunks"] = _preferred_chunks(dims, array.shape, decoded_itemsize)
+
+    axis_dims = tuple(DIM_NAMES[a] if a < len(shape) else None for a in range(3))
+    coords = xr.Coordinates.from_xindex(VoxelAffineIndex.from_geometry(geometry, axis_dims))
+    if len(shape) > 3:
+        times = time_values(header, shape[3])
+        if times is not None:
+            coords = coords.assign(
+                time=xr.Variable("time", times, attrs={"units": "s", "long_name": "acquisition time"})
+            )
+    dataset = xr.Dataset({var_name: variable}, coords=coords)
+    dataset.set_close(array.close)
+    return dataset
+
+
+def _head_of(filename_or_obj: Any) -> bytes | None:
+    try:
+        if isinstance(filename_or_obj, str | os.PathLike):
+            with open(filename_or_obj, "rb") as f:
+                head = f.read(600)
+        elif hasattr(filename_or_obj, "read") and hasattr(filename_or_obj, "seek"):
+            position = filename_or_obj.tell()
+            head = filename_or_obj.read(600)
+            filename_or_obj.seek(position)
+        else:
+            return None
+        if head[:2] == b"\x1f\x8b":
+            head = zlib.decompressobj(31).decompress(head, 600)
+        return bytes(head)
+    except (OSError, zlib.error, gzip.BadGzipFile, TypeError, ValueError):
+        return None
+
+
+class NiftiBackendEntrypoint(BackendEntrypoint):
+    """Open NIfTI-1, NIfTI-2 and Analyze 7.5 images as lazy xarray Datasets.
+
+    Examples
+    --------
+    >>> import os, nibabel, xarray as xr
+    >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "example4d.nii.gz")
+    >>> ds = xr.open_dataset(path, engine="nifti")
+    >>> dict(ds.sizes)
+    {'i': 128, 'j': 96, 'k': 24, 'time': 2}
+    """
+
+    description = "NIfTI-1/2 and Analyze neuroimaging files with lazy world coordinates"
+    url = "https://github.com/xarray-nifti/xarray-nifti"
+    open_dataset_parameters = (
+        "filename_or_obj",
+        "drop_variables",
+        "mask_and_scale",
+        "var_name",
+        "storage_options",
+    )
+
+    def open_dataset(
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        mask_and_scale: bool = True,
+        var_name: str = "data",
+        storage_options: dict[str, Any] | None = None,
+    ) -> xr.Dataset:
+        """Open a NIfTI/Analyze image lazily.
+
+        Parameters
+        ----------
+        filename_or_obj
+            Path (``.nii``, ``.nii.gz``, ``.hdr``/``.img`` pair, also gzipped),
+            fsspec URL, or binary file object.
+        drop_variables
+            Names of variables not to return.
+        mask_and_scale
+            Apply ``scl_slope``/``scl_inter`` lazily (default). With ``False``
+            the stored values are returned and the factors are in attrs.
+        var_name
+            Name of the data variable.
+        storage_options
+            Passed to fsspec for URLs.
+        """
+        source = open_source(filename_or_obj, storage_options)
+        dataset = dataset_from_source(source, mask_and_scale=mask_and_scale, var_name=var_name)
+        if drop_variables is not None:
+            names = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)
+            dataset = dataset.drop_vars([n for n in names if n in dataset.variables])
+        return dataset
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        """Recognise NIfTI/Analyze files by magic bytes (also in gzip) or by suffix."""
+        head = _head_of(filename_or_obj)
+        if head is not None and sniff_format(head) is not None:
+            return True
+        if isinstance(filename_or_obj, str | os.PathLike):
+            return str(filename_or_obj).lower().endswith(_SUFFIXES)
+        return False

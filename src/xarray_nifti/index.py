@@ -1,0 +1,273 @@
+"""``VoxelAffineIndex``: the xarray index that carries a NIfTI grid's geometry."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from xarray.core.indexing import IndexSelResult
+from xarray.indexes import CoordinateTransformIndex, Index
+
+from .affine import Indexer
+from .transform import SPATIAL_DIMS, WORLD_COORDS, NiftiGeometry, VoxelAffineTransform
+
+__all__ = ["VoxelAffineIndex", "grid_mismatch_message"]
+
+#: Attributes of the lazy world coordinates.
+WORLD_COORD_ATTRS: dict[str, dict[str, str]] = {
+    "x": {"units": "mm", "long_name": "world x (RAS+: towards subject's Right)"},
+    "y": {"units": "mm", "long_name": "world y (RAS+: towards subject's Anterior)"},
+    "z": {"units": "mm", "long_name": "world z (RAS+: towards subject's Superior)"},
+}
+
+
+def _describe(geometry: NiftiGeometry, dims: Sequence[str | None]) -> str:
+    rows = np.array2string(geometry.affine, precision=4, suppress_small=True)
+    named = ", ".join(f"{d or '-'}={n}" for d, n in zip(dims, geometry.shape, strict=True))
+    return f"shape ({named}), space {geometry.space}, affine\n{rows}"
+
+
+def grid_mismatch_message(
+    left: NiftiGeometry,
+    right: NiftiGeometry,
+    left_dims: Sequence[str | None] = SPATIAL_DIMS,
+    right_dims: Sequence[str | None] = SPATIAL_DIMS,
+) -> str:
+    """Explain why two grids cannot be combined, and what to do about it."""
+    return (
+        "cannot combine images on different voxel grids:\n"
+        f"first:  {_describe(left, left_dims)}\n"
+        f"second: {_describe(right, right_dims)}\n"
+        "Resample one onto the other's grid first, e.g. "
+        "`moving.nifti.resample_to(reference)`."
+    )
+
+
+def _is_basic(indexer: Any) -> bool:
+    if isinstance(indexer, slice):
+        return True
+    arr = np.asarray(indexer)
+    return arr.ndim == 0 and np.issubdtype(arr.dtype, np.integer)
+
+
+class VoxelAffineIndex(CoordinateTransformIndex):
+    """Index of the world coordinates ``x, y, z`` of a NIfTI voxel grid.
+
+    It is the single source of truth for a grid's geometry: the chosen
+    affine, the sform and qform with their codes and the spatial shape. The
+    coordinates it creates are computed lazily, only for the voxels that are
+    looked at.
+
+    * ``isel`` with integers and slices (any step) keeps the index and
+      derives the new affine exactly; fancy (array) indexing drops it.
+    * ``sel(x=..., y=..., z=..., method="nearest")`` finds the voxel nearest
+      to world points and raises ``KeyError`` outside the field of view.
+    * Objects on different grids refuse to align with a ``ValueError``.
+
+    Examples
+    --------
+    >>> geometry = NiftiGeometry(np.diag([2.0, 2.0, 2.0, 1.0]), (4, 4, 4))
+    >>> index = VoxelAffineIndex.from_geometry(geometry)
+    >>> coords = xr.Coordinates.from_xindex(index)
+    >>> sorted(coords)
+    ['x', 'y', 'z']
+    """
+
+    transform: VoxelAffineTransform
+
+    def __init__(self, transform: VoxelAffineTransform) -> None:
+        if not isinstance(transform, VoxelAffineTransform):
+            raise TypeError("VoxelAffineIndex needs a VoxelAffineTransform")
+        super().__init__(transform)
+
+    @classmethod
+    def from_geometry(
+        cls,
+        geometry: NiftiGeometry,
+        axis_dims: Sequence[str | None] = SPATIAL_DIMS,
+        coord_names: Sequence[Hashable] = WORLD_COORDS,
+    ) -> VoxelAffineIndex:
+        """Index for ``geometry`` with the given dimension and coordinate names."""
+        return cls(VoxelAffineTransform(geometry, axis_dims, coord_names))
+
+    @property
+    def geometry(self) -> NiftiGeometry:
+        """The grid's full geometry."""
+        return self.transform.geometry
+
+    def create_variables(
+        self, variables: Mapping[Any, xr.Variable] | None = None
+    ) -> dict[Hashable, xr.Variable]:
+        new = super().create_variables(variables)
+        for name, var in new.items():
+            if not var.attrs:
+                var.attrs = dict(WORLD_COORD_ATTRS.get(str(name), {}))
+        return new
+
+    # -- selection -------------------------------------------------------------
+    def isel(self, indexers: Mapping[Any, Any]) -> VoxelAffineIndex | None:
+        if not all(_is_basic(v) for v in indexers.values()):
+            return None
+        basic: dict[str, Indexer] = {
+            str(k): v if isinstance(v, slice) else int(v) for k, v in indexers.items()
+        }
+        new = self.transform.isel(basic)
+        if not new.dims:
+            return None
+        return type(self)(new)
+
+    def sel(
+        self, labels: dict[Any, Any], method: str | None = None, tolerance: Any = None
+    ) -> IndexSelResult:
+        names = self.transform.coord_names
+        if method != "nearest":
+            raise ValueError(
+                "world coordinates x, y, z are continuous and usually oblique, so no voxel "
+                "centre matches a label exactly: use `.sel(x=..., y=..., z=..., "
+                "method='nearest')` (or `.nifti.world_to_voxel`)"
+            )
+        missing = [str(n) for n in names if n not in labels]
+        if missing:
+            raise ValueError(
+                f"selection by world position needs all of {', '.join(map(str, names))}; "
+                f"missing {', '.join(missing)}"
+            )
+        for name in names:
+            if isinstance(labels[name], slice):
+                raise TypeError(
+                    "slices of world coordinates are not supported; select a box in voxel "
+                    "space with `.isel`, using `.nifti.world_to_voxel` to find its corners"
+                )
+        points, point_dims, as_dataarray = self._labels_to_points(labels)
+        positions = self.transform.reverse(dict(zip(names, points, strict=True)))
+        rounded = {dim: np.round(pos).astype(np.int64) for dim, pos in positions.items()}
+        self._check_inside(points, rounded, tolerance)
+        results: dict[Any, Any] = {}
+        for dim, pos in rounded.items():
+            if not point_dims:
+                results[dim] = int(pos)
+            elif as_dataarray:
+                results[dim] = xr.DataArray(pos, dims=point_dims)
+            else:
+                results[dim] = xr.Variable(point_dims, pos)
+        return IndexSelResult(results)
+
+    def _labels_to_points(
+        self, labels: dict[Any, Any]
+    ) -> tuple[list[np.ndarray], tuple[Hashable, ...], bool]:
+        names = self.transform.coord_names
+        values = [labels[n] for n in names]
+        xr_objs = [v for v in values if isinstance(v, xr.DataArray | xr.Variable)]
+        if xr_objs:
+            dims = xr_objs[0].dims
+            if any(v.dims != dims for v in xr_objs) or len(xr_objs) != len(values):
+                raise ValueError(
+                    "point-wise selection needs x, y and z as DataArrays with the same dims"
+                )
+            arrays = [np.asarray(v.values, dtype=np.float64) for v in xr_objs]
+            return arrays, tuple(dims), any(isinstance(v, xr.DataArray) for v in xr_objs)
+        arrays = [np.asarray(v, dtype=np.float64) for v in values]
+        if all(a.ndim == 0 for a in arrays):
+            return arrays, (), False
+        try:
+            broadcast = np.broadcast_arrays(*arrays)
+        except ValueError as err:
+            raise ValueError("x, y and z must have the same length for point-wise selection") from err
+        if broadcast[0].ndim != 1:
+            raise ValueError("array labels for x, y, z must be 1-D (one entry per point)")
+        return [np.asarray(b) for b in broadcast], ("points",), False
+
+    def _check_inside(
+        self, points: list[np.ndarray], rounded: dict[str, np.ndarray], tolerance: Any
+    ) -> None:
+        outside = np.zeros(np.shape(next(iter(rounded.values()))), dtype=bool)
+        for dim, pos in rounded.items():
+            outside |= (pos < 0) | (pos >= self.transform.dim_size[dim])
+        if tolerance is not None:
+            voxel = {d: np.clip(p, 0, self.transform.dim_size[d] - 1) for d, p in rounded.items()}
+            centre = self.transform.forward(voxel)
+            dist = np.sqrt(sum((np.asarray(centre[n]) - p) ** 2
+                               for n, p in zip(self.transform.coord_names, points, strict=True)))
+            outside |= dist > float(tolerance)
+        if np.any(outside):
+            flat = [np.ravel(p) for p in points]
+            first = int(np.flatnonzero(np.ravel(outside))[0])
+            point = tuple(round(float(c[first]), 3) for c in flat)
+            why = "outside the field of view" if tolerance is None else (
+                f"outside the field of view or farther than tolerance={tolerance} mm from a voxel centre"
+            )
+            raise KeyError(
+                f"world point (x, y, z) = {point} mm is {why} of this grid "
+                f"(shape {tuple(self.transform.dim_size.values())})"
+            )
+
+    # -- alignment -------------------------------------------------------------
+    def equals(self, other: Index, *, exclude: frozenset[Hashable] | None = None) -> bool:
+        if not isinstance(other, VoxelAffineIndex):
+            return False
+        return self.transform.equals(other.transform)
+
+    def _mismatch(self, other: Index) -> ValueError:
+        if isinstance(other, VoxelAffineIndex):
+            return ValueError(
+                grid_mismatch_message(
+                    self.geometry, other.geometry, self.transform.axis_dims, other.transform.axis_dims
+                )
+            )
+        return ValueError(
+            f"cannot align a NIfTI grid with a {type(other).__name__} on the same dimensions"
+        )
+
+    def join(self, other: Index, how: str = "inner") -> VoxelAffineIndex:
+        if self.equals(other):
+            return self
+        raise self._mismatch(other)
+
+    def reindex_like(self, other: Index) -> dict[Hashable, Any]:
+        if self.equals(other):
+            return {}
+        raise self._mismatch(other)
+
+    @classmethod
+    def concat(
+        cls,
+        indexes: Sequence[VoxelAffineIndex],
+        dim: Hashable,
+        positions: Iterable[Iterable[int]] | None = None,
+    ) -> VoxelAffineIndex:
+        raise ValueError(
+            f"cannot concatenate NIfTI images along the spatial dimension {dim!r}: their "
+            "grids would have to be contiguous. Concatenate along a new dimension or 'time' "
+            "instead, or build the grid with `.isel` on one image."
+        )
+
+    # -- renaming ------------------------------------------------------------------
+    def rename(
+        self, name_dict: Mapping[Any, Hashable], dims_dict: Mapping[Any, Hashable]
+    ) -> VoxelAffineIndex:
+        t = self.transform
+        if not set(t.coord_names) & set(name_dict) and not set(t.dims) & set(dims_dict):
+            return self
+        new_dims = [None if d is None else str(dims_dict.get(d, d)) for d in t.axis_dims]
+        new_names = [name_dict.get(n, n) for n in t.coord_names]
+        return type(self)(t.with_dims(new_dims, new_names))
+
+    # -- display ---------------------------------------------------------------------
+    def __repr__(self) -> str:
+        g = self.geometry
+        return (
+            f"VoxelAffineIndex(axcodes={''.join(g.axcodes)}, space={g.space}, "
+            f"shape={tuple(self.transform.dim_size.values())},\n"
+            f"  affine={np.array2string(g.affine[:3], precision=4, suppress_small=True)})"
+        )
+
+    def _repr_inline_(self, max_width: int) -> str:
+        g = self.geometry
+        zooms = np.round(np.sqrt((g.affine[:3, :3] ** 2).sum(0)), 3).tolist()
+        text = f"VoxelAffineIndex(axcodes={''.join(g.axcodes)}, space={g.space}, zooms={zooms})"
+        return text if len(text) <= max_width else text[: max(0, max_width - 3)] + "..."
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return (type(self).__name__, self.transform.__dask_tokenize__())

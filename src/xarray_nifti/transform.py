@@ -1,0 +1,256 @@
+"""The voxel → world coordinate transform behind the lazy ``x, y, z`` coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from xarray.indexes import CoordinateTransform
+
+from .affine import FloatArray, Indexer, axcodes, check_affine, grid_transform, space_name
+
+__all__ = ["GRID_TOLERANCE_MM", "NiftiGeometry", "VoxelAffineTransform"]
+
+#: Two grids are the same when their shapes are equal and every affine entry
+#: differs by at most this much (in mm). Headers store affines as float32, so
+#: the same grid written by two tools can differ in the last float32 bits.
+GRID_TOLERANCE_MM = 1e-4
+
+SPATIAL_DIMS = ("i", "j", "k")
+WORLD_COORDS = ("x", "y", "z")
+
+
+def _optional_form(form: npt.ArrayLike | None) -> FloatArray | None:
+    return None if form is None else check_affine(form)
+
+
+@dataclass(frozen=True, eq=False)
+class NiftiGeometry:
+    """The full NIfTI geometry of a (possibly sliced) voxel grid.
+
+    Columns of every affine follow the three voxel axes of the *file*
+    (``i, j, k`` as first opened), also for axes dropped by integer
+    selection: a dropped axis keeps its column and has size 1.
+
+    Parameters
+    ----------
+    affine
+        The chosen voxel → world affine (nibabel's ``img.affine`` rule).
+    shape
+        Size of each of the three voxel axes.
+    sform, qform
+        The header's forms on the same grid, or ``None`` if absent.
+    sform_code, qform_code
+        NIfTI xform codes (0 = unknown).
+
+    Examples
+    --------
+    >>> g = NiftiGeometry(np.diag([2.0, 2.0, 2.0, 1.0]), (4, 5, 6), sform_code=1)
+    >>> g.space, g.axcodes
+    ('scanner', ('R', 'A', 'S'))
+    """
+
+    affine: FloatArray
+    shape: tuple[int, int, int]
+    sform: FloatArray | None = None
+    qform: FloatArray | None = None
+    sform_code: int = 0
+    qform_code: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "affine", check_affine(self.affine))
+        object.__setattr__(self, "sform", _optional_form(self.sform))
+        object.__setattr__(self, "qform", _optional_form(self.qform))
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        object.__setattr__(self, "sform_code", int(self.sform_code))
+        object.__setattr__(self, "qform_code", int(self.qform_code))
+        if len(self.shape) != 3:
+            raise ValueError(f"a NIfTI grid has three voxel axes, got shape {self.shape}")
+
+    @property
+    def code(self) -> int:
+        """The xform code of the chosen affine (sform first, then qform)."""
+        if self.sform_code > 0:
+            return self.sform_code
+        return self.qform_code
+
+    @property
+    def space(self) -> str:
+        """Name of the world space of the chosen affine."""
+        return space_name(self.code)
+
+    @property
+    def axcodes(self) -> tuple[str, ...]:
+        """Axis direction codes of the three voxel axes."""
+        return axcodes(self.affine)
+
+    def transformed(self, voxel_transform: FloatArray, shape: Sequence[int]) -> NiftiGeometry:
+        """The geometry of a derived grid whose voxel ``v`` is voxel ``T @ v`` here."""
+
+        def apply(form: FloatArray | None) -> FloatArray | None:
+            return None if form is None else form @ voxel_transform
+
+        new_affine = apply(self.affine)
+        assert new_affine is not None
+        return NiftiGeometry(
+            new_affine,
+            (int(shape[0]), int(shape[1]), int(shape[2])),
+            sform=apply(self.sform),
+            qform=apply(self.qform),
+            sform_code=self.sform_code,
+            qform_code=self.qform_code,
+        )
+
+    def same_grid(self, other: NiftiGeometry, tolerance: float = GRID_TOLERANCE_MM) -> bool:
+        """Whether two geometries describe the same voxel grid in the same space."""
+        return (
+            self.shape == other.shape
+            and self.code == other.code
+            and bool(np.allclose(self.affine, other.affine, rtol=0.0, atol=tolerance))
+        )
+
+    def token(self) -> tuple[Any, ...]:
+        """A hashable summary used for dask tokens."""
+
+        def raw(form: FloatArray | None) -> bytes:
+            return b"" if form is None else form.tobytes()
+
+        return (
+            raw(self.affine),
+            self.shape,
+            raw(self.sform),
+            raw(self.qform),
+            self.sform_code,
+            self.qform_code,
+        )
+
+
+class VoxelAffineTransform(CoordinateTransform):
+    """Lazy voxel → world (RAS+ mm) coordinates of a NIfTI grid.
+
+    Parameters
+    ----------
+    geometry
+        The grid's geometry.
+    axis_dims
+        For each of the three voxel axes, the name of its dimension, or
+        ``None`` if the axis was dropped by integer selection (or is absent
+        from a 2-D file).
+    coord_names
+        Names of the world coordinates.
+
+    Examples
+    --------
+    >>> t = VoxelAffineTransform(NiftiGeometry(np.diag([2.0, 3, 4, 1]), (2, 2, 2)), ("i", "j", "k"))
+    >>> {k: float(v) for k, v in t.forward({"i": 1, "j": 1, "k": 1}).items()}
+    {'x': 2.0, 'y': 3.0, 'z': 4.0}
+    """
+
+    geometry: NiftiGeometry
+    axis_dims: tuple[str | None, str | None, str | None]
+
+    def __init__(
+        self,
+        geometry: NiftiGeometry,
+        axis_dims: Sequence[str | None] = SPATIAL_DIMS,
+        coord_names: Sequence[Hashable] = WORLD_COORDS,
+    ) -> None:
+        dims = tuple(axis_dims)
+        if len(dims) != 3:
+            raise ValueError(f"axis_dims needs one entry per voxel axis, got {dims}")
+        sizes = {
+            str(name): geometry.shape[axis] for axis, name in enumerate(dims) if name is not None
+        }
+        super().__init__(tuple(coord_names), sizes, dtype=np.dtype(np.float64))
+        self.geometry = geometry
+        self.axis_dims = (dims[0], dims[1], dims[2])
+
+    # -- helpers -------------------------------------------------------------
+    @property
+    def present_axes(self) -> tuple[int, ...]:
+        """Voxel axes that still have a dimension."""
+        return tuple(axis for axis, name in enumerate(self.axis_dims) if name is not None)
+
+    def with_dims(
+        self, axis_dims: Sequence[str | None], coord_names: Sequence[Hashable] | None = None
+    ) -> VoxelAffineTransform:
+        """The same geometry with other dimension or coordinate names."""
+        return type(self)(
+            self.geometry, axis_dims, self.coord_names if coord_names is None else coord_names
+        )
+
+    def isel(self, indexers: Mapping[str, Indexer]) -> VoxelAffineTransform:
+        """Transform of the grid selected by integer/slice ``indexers``."""
+        per_axis: list[Indexer] = []
+        for axis, name in enumerate(self.axis_dims):
+            if name is None:
+                per_axis.append(slice(None))
+            else:
+                per_axis.append(indexers.get(name, slice(None)))
+        voxel_transform, shape, kept = grid_transform(per_axis, self.geometry.shape)
+        new_dims = tuple(
+            name if (name is not None and keep) else None
+            for name, keep in zip(self.axis_dims, kept, strict=True)
+        )
+        return type(self)(self.geometry.transformed(voxel_transform, shape), new_dims, self.coord_names)
+
+    # -- CoordinateTransform API -----------------------------------------------
+    def forward(self, dim_positions: dict[str, Any]) -> dict[Hashable, Any]:
+        matrix = self.geometry.affine
+        positions = [np.asarray(dim_positions[str(self.axis_dims[a])], dtype=np.float64)
+                     for a in self.present_axes]
+        positions = list(np.broadcast_arrays(*positions)) if positions else []
+        out: dict[Hashable, Any] = {}
+        for row, name in enumerate(self.coord_names):
+            value: Any = matrix[row, 3]
+            for axis, pos in zip(self.present_axes, positions, strict=True):
+                value = value + matrix[row, axis] * pos
+            out[name] = value
+        return out
+
+    def reverse(self, coord_labels: dict[Hashable, Any]) -> dict[str, Any]:
+        world = np.stack(
+            np.broadcast_arrays(
+                *(np.asarray(coord_labels[name], dtype=np.float64) for name in self.coord_names)
+            )
+        )
+        shape = world.shape[1:]
+        matrix = self.geometry.affine[:3, list(self.present_axes)]
+        rhs = world.reshape(3, -1) - self.geometry.affine[:3, 3:4]
+        if matrix.shape[1] == 0:
+            return {}
+        # A 3-D grid needs an invertible matrix; a plane or line keeps the
+        # least-squares voxel (the nearest point on it).
+        if np.linalg.matrix_rank(matrix) < matrix.shape[1]:
+            raise ValueError(
+                "cannot map world coordinates to voxels: the affine is singular (a zero voxel "
+                f"size or collinear axes):\n{self.geometry.affine}"
+            )
+        if matrix.shape[1] == 3:
+            solution = np.linalg.solve(matrix, rhs)
+        else:
+            solution = np.linalg.lstsq(matrix, rhs, rcond=None)[0]
+        return {
+            str(self.axis_dims[axis]): solution[n].reshape(shape)
+            for n, axis in enumerate(self.present_axes)
+        }
+
+    def equals(self, other: CoordinateTransform, **kwargs: Any) -> bool:
+        if not isinstance(other, VoxelAffineTransform):
+            return False
+        return self.axis_dims == other.axis_dims and self.geometry.same_grid(other.geometry)
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return (type(self).__name__, self.geometry.token(), self.axis_dims, self.coord_names)
+
+    def __repr__(self) -> str:
+        g = self.geometry
+        codes = "".join(g.axcodes)
+        rows = np.array2string(g.affine[:3], precision=4, suppress_small=True, separator=", ")
+        return (
+            f"{type(self).__name__}(dims={self.dims}, shape={tuple(self.dim_size.values())}, "
+            f"axcodes={codes}, space={g.space},\n  affine={rows})"
+        )
