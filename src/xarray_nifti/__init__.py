@@ -13,6 +13,7 @@ from . import accessor as _accessor  # noqa: F401  (registers the .nifti accesso
 from ._errors import NiftiFormatError, NiftiTruncatedError
 from .backend import NiftiBackendEntrypoint
 from .index import VoxelAffineIndex
+from .interchange import from_nibabel
 from .transform import NiftiGeometry, VoxelAffineTransform
 
 try:
@@ -28,4 +29,5 @@ __all__ = [
     "VoxelAffineIndex",
     "VoxelAffineTransform",
     "__version__",
+    "from_nibabel",
 ]

@@ -147,7 +147,8 @@ def encoding_from_header(header: Any, source_format: str) -> dict[str, Any]:
         encoding["xyzt_units"] = int(header["xyzt_units"])
         encoding["dim_info"] = int(header["dim_info"])
         encoding["slice_code"] = int(header["slice_code"])
-        encoding["qfac"] = float(header["pixdim"][0]) or 1.0
+        encoding["pixdim"] = [float(v) for v in header["pixdim"]]
+    encoding["descrip"] = bytes(np.asarray(header["descrip"]).item())
     return encoding
 
 
@@ -168,9 +169,9 @@ def build_header(
     """
     header_class = {
         (1, False): nib.Nifti1Header,
-        (1, True): nib.Nifti1PairHeader,
+        (1, True): nib.nifti1.Nifti1PairHeader,
         (2, False): nib.Nifti2Header,
-        (2, True): nib.Nifti2PairHeader,
+        (2, True): nib.nifti2.Nifti2PairHeader,
     }[(version, pair)]
     header = header_class()
     header.set_data_dtype(dtype)
@@ -198,11 +199,19 @@ def build_header(
         tr = attrs.get("repetition_time")
         pixdim[4] = float(tr) * per_second if tr is not None else 1.0
         pixdim[5 : len(shape) + 1] = 1.0
+    # Unused pixdim entries (past dim[0]) are restored as the source had them.
+    source_pixdim = encoding.get("pixdim")
+    if source_pixdim is not None and len(source_pixdim) == 8:
+        pixdim[len(shape) + 1 :] = source_pixdim[len(shape) + 1 :]
     header["pixdim"] = pixdim
     if "toffset" in attrs:
         header["toffset"] = float(attrs["toffset"]) * per_second
     descrip = str(attrs.get("descrip", ""))
-    header["descrip"] = descrip.encode("latin-1", "replace")[:79]
+    raw_descrip = encoding.get("descrip", b"")
+    if isinstance(raw_descrip, bytes) and _text(raw_descrip) == descrip:
+        header["descrip"] = raw_descrip  # unchanged: keep bytes after the NUL too
+    else:
+        header["descrip"] = descrip.encode("latin-1", "replace")[:79]
     aux = str(attrs.get("aux_file", ""))
     header["aux_file"] = aux.encode("latin-1", "replace")[:23]
     for field in ("cal_min", "cal_max"):

@@ -69,6 +69,7 @@ class _NiftiAccessor(Generic[T_Xarray]):
     # -- geometry ------------------------------------------------------------------
     @property
     def _index(self) -> VoxelAffineIndex:
+        # decode() is the one method that works without a grid
         return find_index(self._obj)
 
     @property
@@ -193,6 +194,107 @@ class _NiftiAccessor(Generic[T_Xarray]):
     def to_canonical(self) -> T_Xarray:
         """Lazy closest RAS+ reorientation, as :func:`nibabel.as_closest_canonical`."""
         return self.reorient("RAS")
+
+    # -- headers and I/O ----------------------------------------------------------------
+    def _array(self, var: str | None = None) -> xr.DataArray:
+        from .writer import select_variable
+
+        return select_variable(self._obj, var)
+
+    @property
+    def header(self) -> Any:
+        """A nibabel header rebuilt from the index and attrs (what ``to_nifti`` writes)."""
+        from .writer import plan_nifti
+
+        return plan_nifti(self._array()).header
+
+    def to_nifti(
+        self,
+        path: Any,
+        *,
+        var: str | None = None,
+        version: int | None = None,
+        dtype: Any = None,
+        compresslevel: int | None = None,
+    ) -> Any:
+        """Write to ``.nii``, ``.nii.gz`` or a ``.hdr``/``.img`` pair, streaming and atomically.
+
+        Parameters
+        ----------
+        path
+            Target file; the suffix chooses the format.
+        var
+            Data variable to write, for a Dataset with several.
+        version
+            1 or 2 (NIfTI-2). Default: the source's version, or 2 when a dim
+            exceeds NIfTI-1's limit of 32767.
+        dtype
+            Stored dtype. Default: the source's stored dtype and scaling for
+            unchanged data; float results as float32; ``bool`` as uint8. With
+            ``scale_factor``/``add_offset`` in ``encoding`` and an integer
+            dtype, values are scaled and rounded (NaN is stored as 0).
+        compresslevel
+            gzip level for ``.gz`` outputs (default 1, as nibabel).
+
+        Returns
+        -------
+        pathlib.Path
+            The written file.
+
+        Notes
+        -----
+        Writing onto the file a lazy dataset still reads from raises
+        ``ValueError``: call ``.load()`` first, or write elsewhere.
+
+        Examples
+        --------
+        >>> import os, tempfile, nibabel, xarray as xr
+        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "example4d.nii.gz")
+        >>> ds = xr.open_dataset(path, engine="nifti", chunks={})
+        >>> out = ds.data.mean("time").nifti.to_nifti(os.path.join(tempfile.mkdtemp(), "mean.nii.gz"))
+        >>> nibabel.load(out).shape
+        (128, 96, 24)
+        """
+        from .writer import DEFAULT_COMPRESSLEVEL, to_nifti
+
+        level = DEFAULT_COMPRESSLEVEL if compresslevel is None else compresslevel
+        return to_nifti(self._obj, path, var=var, version=version, dtype=dtype, compresslevel=level)
+
+    def to_nibabel(self, *, var: str | None = None, version: int | None = None, dtype: Any = None) -> Any:
+        """A nibabel ``Nifti1Image``/``Nifti2Image`` (lazy data) with the header ``to_nifti`` writes."""
+        from .interchange import to_nibabel
+
+        return to_nibabel(self._array(var), version=version, dtype=dtype)
+
+    def plot(
+        self,
+        at: Sequence[float] | None = None,
+        *,
+        convention: str = "neurological",
+        time: int | None = None,
+        var: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Orthogonal views (sagittal, coronal, axial) through a world point.
+
+        See :func:`xarray_nifti.plot.orthoview`; needs matplotlib
+        (``pip install 'xarray-nifti[plot]'``). Returns the figure.
+        """
+        from .plot import orthoview
+
+        return orthoview(self._array(var), at, convention=convention, time=time, **kwargs)
+
+    def encode(self) -> T_Xarray:
+        """Drop the lazy ``x, y, z`` and store the geometry as plain attributes (for Zarr/NetCDF)."""
+        from .interchange import encode
+
+        return encode(self._obj)
+
+    def decode(self) -> T_Xarray:
+        """Rebuild the grid index from attributes written by :meth:`encode`."""
+        from .interchange import decode
+
+        return decode(self._obj)
 
 
 def _round_to_int(value: Any) -> Any:

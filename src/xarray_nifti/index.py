@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from xarray.core.indexing import IndexSelResult
+from xarray.core.indexing import CoordinateTransformIndexingAdapter, IndexSelResult
 from xarray.indexes import CoordinateTransformIndex, Index
 
 from .affine import Indexer
@@ -21,6 +21,53 @@ WORLD_COORD_ATTRS: dict[str, dict[str, str]] = {
     "y": {"units": "mm", "long_name": "world y (RAS+: towards subject's Anterior)"},
     "z": {"units": "mm", "long_name": "world z (RAS+: towards subject's Superior)"},
 }
+
+
+def _lazy_world_key(var: xr.Variable) -> tuple[Any, ...] | None:
+    """What defines a lazy world coordinate's values, or ``None`` if it is not lazy."""
+    data = var._data
+    if isinstance(data, CoordinateTransformIndexingAdapter) and isinstance(
+        data._transform, VoxelAffineTransform
+    ):
+        return (data._transform, data._coord_name, tuple(data._dims))
+    return None
+
+
+class WorldCoordinateVariable(xr.Variable):
+    """The variable behind a lazy ``x``, ``y`` or ``z`` coordinate.
+
+    It behaves as a plain :class:`xarray.Variable`, except that dask
+    tokenising and equality tests (``equals``, ``identical``, as used by
+    ``concat`` and ``merge``) are answered from the grid's geometry instead of
+    computing the full coordinate grid. Once the data is materialised or
+    chunked, the ordinary ``Variable`` behaviour applies.
+    """
+
+    __slots__ = ()
+
+    def __dask_tokenize__(self) -> object:
+        key = _lazy_world_key(self)
+        if key is None:
+            return super().__dask_tokenize__()
+        from dask.base import normalize_token
+
+        transform, name, dims = key
+        return normalize_token(
+            (type(self).__name__, self.dims, transform, name, dims, self.attrs or None)
+        )
+
+    def equals(self, other: Any, equiv: Any = None) -> bool:
+        mine = _lazy_world_key(self)
+        theirs = _lazy_world_key(getattr(other, "variable", other))
+        if mine is not None and theirs is not None:
+            return bool(
+                self.dims == other.dims
+                and mine[1:] == theirs[1:]
+                and mine[0].equals(theirs[0])
+            )
+        if equiv is None:
+            return super().equals(other)
+        return super().equals(other, equiv=equiv)
 
 
 def _describe(geometry: NiftiGeometry, dims: Sequence[str | None]) -> str:
@@ -100,10 +147,10 @@ class VoxelAffineIndex(CoordinateTransformIndex):
     def create_variables(
         self, variables: Mapping[Any, xr.Variable] | None = None
     ) -> dict[Hashable, xr.Variable]:
-        new = super().create_variables(variables)
-        for name, var in new.items():
-            if not var.attrs:
-                var.attrs = dict(WORLD_COORD_ATTRS.get(str(name), {}))
+        new: dict[Hashable, xr.Variable] = {}
+        for name, var in super().create_variables(variables).items():
+            attrs = dict(var.attrs) or dict(WORLD_COORD_ATTRS.get(str(name), {}))
+            new[name] = WorldCoordinateVariable(var.dims, var._data, attrs, fastpath=True)
         return new
 
     # -- selection -------------------------------------------------------------
