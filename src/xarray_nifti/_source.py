@@ -154,7 +154,7 @@ def _reject_non_nifti(name: str, img: Any, header: Any) -> None:
             "stores surface/greyordinate data, not a voxel grid. Open it with "
             "nibabel.load() instead."
         )
-    if not isinstance(img, _NIFTI_CLASSES):
+    if img is not None and not isinstance(img, _NIFTI_CLASSES):
         raise NiftiFormatError(
             f"{name}: this is a {type(img).__name__} image, not NIfTI or Analyze; "
             "engine='nifti' reads NIfTI-1, NIfTI-2 and Analyze 7.5 files only"
@@ -287,8 +287,7 @@ def _open_fileobj(fileobj: Any, name: str) -> ImageSource:
             header = header_class.from_fileobj(fileobj)
     except (HeaderDataError, ValueError, struct.error, OSError, EOFError) as err:
         raise NiftiFormatError(f"{name}: cannot parse the image header: {err}") from err
-    img = image_class(None, None, header)  # header-only image: checks and affine rule
-    _reject_non_nifti(name, img, header)
+    _reject_non_nifti(name, None, header)
     slope, inter = header.get_slope_inter()
     location = _location(
         name, header, None, fileobj, "gzip" if compressed else None, int(header.get_data_offset())

@@ -147,11 +147,41 @@ class VoxelAffineIndex(CoordinateTransformIndex):
     def create_variables(
         self, variables: Mapping[Any, xr.Variable] | None = None
     ) -> dict[Hashable, xr.Variable]:
+        t = self.transform
         new: dict[Hashable, xr.Variable] = {}
-        for name, var in super().create_variables(variables).items():
-            attrs = dict(var.attrs) or dict(WORLD_COORD_ATTRS.get(str(name), {}))
-            new[name] = WorldCoordinateVariable(var.dims, var._data, attrs, fastpath=True)
+        for name in t.coord_names:
+            var = None if variables is None else variables.get(name)
+            dims = self._coord_dims(var)
+            attrs = dict(var.attrs) if var is not None and var.attrs else {}
+            attrs = attrs or dict(WORLD_COORD_ATTRS.get(str(name), {}))
+            data = CoordinateTransformIndexingAdapter(t, name, dims)
+            new[name] = WorldCoordinateVariable(dims, data, attrs, fastpath=True)
         return new
+
+    def _coord_dims(self, var: xr.Variable | None) -> tuple[str, ...]:
+        """Dim order for a world coordinate, keeping the order of ``var``'s dims.
+
+        ``var`` may be the coordinate before a transpose (same dims, other
+        order) or before a rename (old dim names): for lazy coordinates, the
+        voxel axis behind each old dim is known, which also handles renames
+        that swap names (as :func:`reorient` does).
+        """
+        t = self.transform
+        default = t.dims
+        if var is None:
+            return default
+        data = var._data
+        if isinstance(data, CoordinateTransformIndexingAdapter) and isinstance(
+            data._transform, VoxelAffineTransform
+        ):
+            old = data._transform
+            if old.present_axes == t.present_axes and set(var.dims) == set(old.dims):
+                axes = [old.axis_dims.index(str(d)) for d in var.dims]
+                return tuple(str(t.axis_dims[a]) for a in axes)
+            return default
+        if set(var.dims) == set(default):
+            return tuple(str(d) for d in var.dims)
+        return default
 
     # -- selection -------------------------------------------------------------
     def isel(self, indexers: Mapping[Any, Any]) -> VoxelAffineIndex | None:
@@ -188,9 +218,18 @@ class VoxelAffineIndex(CoordinateTransformIndex):
                     "space with `.isel`, using `.nifti.world_to_voxel` to find its corners"
                 )
         points, point_dims, as_dataarray = self._labels_to_points(labels)
-        positions = self.transform.reverse(dict(zip(names, points, strict=True)))
-        rounded = {dim: np.round(pos).astype(np.int64) for dim, pos in positions.items()}
-        self._check_inside(points, rounded, tolerance)
+        t = self.transform
+        positions = t.voxel_positions(dict(zip(names, points, strict=True)))
+        rounded = {
+            str(t.axis_dims[axis]): np.round(positions[axis]).astype(np.int64)
+            for axis in t.present_axes
+        }
+        # A 2-D grid (an axis dropped by integer selection) is one voxel thick.
+        off_grid = np.zeros(positions.shape[1:], dtype=bool)
+        for axis in range(3):
+            if t.axis_dims[axis] is None:
+                off_grid |= np.round(positions[axis]) != 0
+        self._check_inside(points, rounded, tolerance, off_grid)
         results: dict[Any, Any] = {}
         for dim, pos in rounded.items():
             if not point_dims:
@@ -227,9 +266,13 @@ class VoxelAffineIndex(CoordinateTransformIndex):
         return [np.asarray(b) for b in broadcast], ("points",), False
 
     def _check_inside(
-        self, points: list[np.ndarray], rounded: dict[str, np.ndarray], tolerance: Any
+        self,
+        points: list[np.ndarray],
+        rounded: dict[str, np.ndarray],
+        tolerance: Any,
+        off_grid: np.ndarray,
     ) -> None:
-        outside = np.zeros(np.shape(next(iter(rounded.values()))), dtype=bool)
+        outside = off_grid.copy()
         for dim, pos in rounded.items():
             outside |= (pos < 0) | (pos >= self.transform.dim_size[dim])
         if tolerance is not None:

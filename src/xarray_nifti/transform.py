@@ -211,32 +211,42 @@ class VoxelAffineTransform(CoordinateTransform):
             out[name] = value
         return out
 
-    def reverse(self, coord_labels: dict[Hashable, Any]) -> dict[str, Any]:
+    def voxel_positions(self, coord_labels: Mapping[Hashable, Any]) -> FloatArray:
+        """Continuous voxel coordinates of world points along all three file axes.
+
+        Returns an array of shape ``(3, *points)``. For an axis dropped by
+        integer selection the value is the offset from the selected plane
+        (``0`` on it), so points off a 2-D grid can be recognised.
+
+        Raises ``ValueError`` when the affine is singular on the grid's axes.
+        """
         world = np.stack(
             np.broadcast_arrays(
                 *(np.asarray(coord_labels[name], dtype=np.float64) for name in self.coord_names)
             )
         )
-        shape = world.shape[1:]
-        matrix = self.geometry.affine[:3, list(self.present_axes)]
+        points_shape = world.shape[1:]
         rhs = world.reshape(3, -1) - self.geometry.affine[:3, 3:4]
-        if matrix.shape[1] == 0:
-            return {}
-        # A 3-D grid needs an invertible matrix; a plane or line keeps the
-        # least-squares voxel (the nearest point on it).
-        if np.linalg.matrix_rank(matrix) < matrix.shape[1]:
-            raise ValueError(
-                "cannot map world coordinates to voxels: the affine is singular (a zero voxel "
-                f"size or collinear axes):\n{self.geometry.affine}"
-            )
-        if matrix.shape[1] == 3:
-            solution = np.linalg.solve(matrix, rhs)
-        else:
-            solution = np.linalg.lstsq(matrix, rhs, rcond=None)[0]
-        return {
-            str(self.axis_dims[axis]): solution[n].reshape(shape)
-            for n, axis in enumerate(self.present_axes)
-        }
+        full = self.geometry.affine[:3, :3]
+        present = list(self.present_axes)
+        solution = np.zeros((3, rhs.shape[1]))
+        if np.linalg.matrix_rank(full) == 3:
+            solution = np.linalg.solve(full, rhs)
+        elif present:
+            # The kept axes may still span a plane or line even if a dropped
+            # axis has no direction: use the nearest point on it.
+            matrix = full[:, present]
+            if np.linalg.matrix_rank(matrix) < len(present):
+                raise ValueError(
+                    "cannot map world coordinates to voxels: the affine is singular (a zero "
+                    f"voxel size or collinear axes):\n{self.geometry.affine}"
+                )
+            solution[present] = np.linalg.lstsq(matrix, rhs, rcond=None)[0]
+        return solution.reshape((3, *points_shape))
+
+    def reverse(self, coord_labels: dict[Hashable, Any]) -> dict[str, Any]:
+        positions = self.voxel_positions(coord_labels)
+        return {str(self.axis_dims[axis]): positions[axis] for axis in self.present_axes}
 
     def equals(self, other: CoordinateTransform, **kwargs: Any) -> bool:
         if not isinstance(other, VoxelAffineTransform):

@@ -1,0 +1,123 @@
+"""The command line, run in subprocesses on real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import xarray as xr
+
+from xarray_nifti.cli import demo_file
+
+EXAMPLE4D = demo_file()
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "xarray_nifti.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_info_prints_geometry_of_a_real_file(nibabel_data: Path) -> None:
+    path = nibabel_data / "anatomical.nii"
+    result = run("info", str(path))
+    assert result.returncode == 0, result.stderr
+    img = nib.load(path)
+    out = result.stdout
+    assert "axcodes:   " + "".join(nib.aff2axcodes(img.affine)) in out
+    assert f"{img.affine[0, 3]:10.4f}" in out
+    assert "big-endian" in out  # anatomical.nii is stored big-endian
+    assert "space:     aligned" in out
+    assert "<xarray.Dataset>" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("info", "/no/such/file.nii"), "no such file"),
+        (("plot", "{example}", "-o", "x.png", "--at", "1,2"), "--at needs three numbers"),
+        (("plot", "{example}", "-o", "x.png", "--at", "a,b,c"), "--at needs three numbers"),
+    ],
+)
+def test_bad_input_gives_one_line_error(args: tuple[str, ...], needle: str, tmp_path: Path) -> None:
+    args = tuple(a.format(example=EXAMPLE4D) for a in args)
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_info_on_a_text_file_fails_cleanly(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.nii"
+    junk.write_text("this is not an image\n" * 40)
+    result = run("info", str(junk))
+    assert result.returncode == 1
+    assert "notes.nii" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_command_has_help() -> None:
+    for command in ("info", "convert", "plot", "demo"):
+        result = run(command, "--help")
+        assert result.returncode == 0
+        assert "usage: xarray-nifti" in result.stdout
+
+
+def test_convert_to_zarr_and_back_is_exact(tmp_path: Path) -> None:
+    store = tmp_path / "scan.zarr"
+    back = tmp_path / "back.nii.gz"
+    assert run("convert", str(EXAMPLE4D), str(store)).returncode == 0
+    result = run("convert", str(store), str(back))
+    assert result.returncode == 0, result.stderr
+    original, roundtrip = nib.load(EXAMPLE4D), nib.load(back)
+    np.testing.assert_array_equal(
+        np.asanyarray(original.dataobj), np.asanyarray(roundtrip.dataobj)
+    )
+    np.testing.assert_allclose(roundtrip.affine, original.affine, atol=1e-5)
+    assert roundtrip.get_data_dtype() == original.get_data_dtype()
+    assert int(roundtrip.header["sform_code"]) == int(original.header["sform_code"])
+    assert int(roundtrip.header["qform_code"]) == int(original.header["qform_code"])
+
+
+def test_convert_refuses_to_overwrite_existing_store(tmp_path: Path) -> None:
+    store = tmp_path / "scan.zarr"
+    assert run("convert", str(EXAMPLE4D), str(store)).returncode == 0
+    result = run("convert", str(EXAMPLE4D), str(store))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    out = tmp_path / "view.png"
+    result = run("plot", str(EXAMPLE4D), "-o", str(out), "--radiological", "--time", "1")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
+    result = run("demo", "--outdir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "axcodes LAS" in result.stdout
+    assert "axcodes RAS" in result.stdout
+    mean_file = tmp_path / "mean_canonical.nii.gz"
+    png = tmp_path / "mean_orthoview.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # The saved mean equals nibabel's own computation on the canonical image.
+    canonical = nib.as_closest_canonical(nib.load(EXAMPLE4D))
+    expected = np.asanyarray(canonical.dataobj).mean(-1)
+    saved = nib.load(mean_file)
+    np.testing.assert_allclose(saved.get_fdata(), expected, rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(saved.affine, canonical.affine, atol=1e-5)
+    # The looked-up voxel value is the real one.
+    ds = xr.open_dataset(EXAMPLE4D, engine="nifti")
+    centre = tuple(n // 2 for n in ds.data.shape[:3])
+    assert f"-> {int(ds.data.values[(*centre, 0)])}" in result.stdout
