@@ -4,6 +4,13 @@ Parsing is nibabel's: we only pick the right header class, read the header
 (never the data), and check that the data block the header describes can
 exist, so that broken files fail at open time with a message naming the file
 and the field at fault.
+
+Single files (``.nii``, ``.nii.gz``, file objects) are parsed by handing the
+(decompressed) header bytes to nibabel's header class: this never touches the
+voxel data or the gzip trailer, so a damaged stream fails when the damaged
+part is read, with a message that says so. ``.hdr``/``.img`` pairs and Analyze
+images go through :func:`nibabel.load`, which knows how to find the partner
+file.
 """
 
 from __future__ import annotations
@@ -12,13 +19,15 @@ import gzip
 import io
 import os
 import struct
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
+from nibabel.filename_parser import types_filenames
 from nibabel.openers import ImageOpener
 from nibabel.spatialimages import HeaderDataError
 
@@ -37,6 +46,28 @@ _NIFTI_CLASSES: tuple[type, ...] = (
     nib.Spm2AnalyzeImage,
 )
 _CIFTI_INTENTS = range(3000, 3100)
+_CIFTI_ECODE = 32
+_HEAD_BYTES = 552  # a NIfTI-2 header (540) + the 4-byte extension flag, rounded up
+# deflate cannot expand data by more than 1032:1 (zlib FAQ), so a gzip file of
+# n bytes holds at most this many uncompressed bytes per compressed byte.
+_MAX_DEFLATE_RATIO = 1032
+_PAIR_SUFFIXES = (".hdr", ".img")
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst")
+# Errors nibabel (and the numpy/struct code under it) raise for malformed headers.
+_PARSE_ERRORS: tuple[type[BaseException], ...] = (
+    HeaderDataError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    struct.error,
+    OverflowError,
+    ZeroDivisionError,
+    MemoryError,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+)
 
 
 @dataclass(frozen=True)
@@ -95,44 +126,182 @@ class ImageSource:
         return "analyze"
 
 
-def sniff_format(head: bytes) -> str | None:
-    """Name the format of a file from its first (uncompressed) 348+ bytes, or ``None``.
+# -- raw header checks --------------------------------------------------------------
 
-    Examples
-    --------
-    >>> sniff_format(b"")
-    """
-    if len(head) < 348:
+
+@dataclass(frozen=True)
+class _RawHeader:
+    kind: str  # "nifti1", "nifti1-pair", "nifti2", "nifti2-pair" or "analyze"
+    endian: str
+    sizeof_hdr: int
+
+
+def _raw_layout(head: bytes) -> _RawHeader | None:
+    """Format and byte order from ``sizeof_hdr`` and the magic, or ``None``."""
+    if len(head) < 4:
         return None
     for endian in "<>":
         (size,) = struct.unpack(endian + "i", head[:4])
         if size == 348:
             magic = head[344:348]
             if magic == b"n+1\x00":
-                return "nifti1"
+                return _RawHeader("nifti1", endian, 348)
             if magic == b"ni1\x00":
-                return "nifti1-pair"
-            return "analyze"
-        if size == 540 and len(head) >= 12:
-            magic = head[4:12]
-            if magic[:3] == b"n+2":
-                return "nifti2"
-            if magic[:3] == b"ni2":
-                return "nifti2-pair"
+                return _RawHeader("nifti1-pair", endian, 348)
+            return _RawHeader("analyze", endian, 348)
+        if size == 540:
+            magic = head[4:8]
+            if magic == b"n+2\x00":
+                return _RawHeader("nifti2", endian, 540)
+            if magic == b"ni2\x00":
+                return _RawHeader("nifti2-pair", endian, 540)
+            return _RawHeader("nifti2-badmagic", endian, 540)
     return None
 
 
-def _read_head(fileobj: IO[bytes], count: int = 552) -> bytes:
+def sniff_format(head: bytes) -> str | None:
+    """Name the format of a file from its first (uncompressed) 348+ bytes, or ``None``.
+
+    Examples
+    --------
+    >>> sniff_format(b"")
+    >>> import nibabel
+    >>> sniff_format(nibabel.Nifti1Header().binaryblock)
+    'nifti1'
+    """
+    layout = _raw_layout(head)
+    if layout is None or len(head) < layout.sizeof_hdr or layout.kind == "nifti2-badmagic":
+        return None
+    return layout.kind
+
+
+def _check_raw_header(name: str, head: bytes, *, single: bool) -> _RawHeader:
+    """Check the fields nibabel would misread or reject with an unclear message.
+
+    ``single`` says that the file must be a single-file NIfTI image (data
+    after the header in the same file).
+    """
+    layout = _raw_layout(head)
+    if layout is None:
+        what = "empty" if not head else f"starts with {head[:8]!r}"
+        raise NiftiFormatError(
+            f"{name}: not a NIfTI-1, NIfTI-2 or Analyze image: the file {what}, but a "
+            "header starts with sizeof_hdr = 348 or 540"
+        )
+    if len(head) < layout.sizeof_hdr:
+        raise NiftiTruncatedError(
+            f"{name}: the header is cut short: {len(head)} bytes, but a "
+            f"{'NIfTI-2' if layout.sizeof_hdr == 540 else 'NIfTI-1/Analyze'} header has "
+            f"{layout.sizeof_hdr}; the file is truncated"
+        )
+    e = layout.endian
+    if layout.sizeof_hdr == 348:
+        magic = head[344:348]
+        dims = struct.unpack(e + "8h", head[40:56])
+        (code,) = struct.unpack(e + "h", head[70:72])
+        (vox_offset,) = struct.unpack(e + "f", head[108:112])
+        expected = b"n+1\x00"
+    else:
+        magic = head[4:8]
+        dims = struct.unpack(e + "8q", head[16:80])
+        (code,) = struct.unpack(e + "h", head[12:14])
+        (vox_offset,) = struct.unpack(e + "q", head[168:176])
+        expected = b"n+2\x00"
+    if layout.kind == "nifti2-badmagic" or (single and layout.kind not in ("nifti1", "nifti2")):
+        hint = (
+            " (it is the header of a .hdr/.img pair: open the .hdr file by path)"
+            if layout.kind in ("nifti1-pair", "nifti2-pair")
+            else ""
+        )
+        raise NiftiFormatError(
+            f"{name}: wrong magic {bytes(magic)!r} in the header, expected {expected!r} for a "
+            f"single-file image{hint}"
+        )
+    ndim = dims[0]
+    if not 1 <= ndim <= 7:
+        raise NiftiFormatError(
+            f"{name}: header field dim[0] = {ndim} is out of range: the number of dimensions "
+            "must be between 1 and 7"
+        )
+    shape = list(dims[1 : ndim + 1])
+    if any(n <= 0 for n in shape):
+        raise NiftiFormatError(
+            f"{name}: header field dim = {shape} has a zero or negative size; every "
+            "dimension needs at least one voxel"
+        )
+    codes = nib.analyze.data_type_codes if layout.kind == "analyze" else nib.nifti1.data_type_codes
+    if code not in codes.code:
+        raise NiftiFormatError(f"{name}: unknown datatype code {code} in the header")
+    dtype = np.dtype(codes.dtype[code])
+    if dtype.kind == "V" and dtype.fields is None:
+        raise NiftiFormatError(
+            f"{name}: datatype code {code} ({codes.label[code]}) in the header is not supported"
+        )
+    if not np.isfinite(vox_offset) or vox_offset < 0:
+        raise NiftiFormatError(
+            f"{name}: header field vox_offset = {vox_offset} is not a valid byte offset"
+        )
+    return layout
+
+
+# -- reading the first bytes ---------------------------------------------------------
+
+
+def _inflate_head(fileobj: IO[bytes], name: str, count: int) -> bytes:
+    """The first ``count`` uncompressed bytes of a gzip stream (fewer if it ends)."""
+    fileobj.seek(0)
+    inflater = zlib.decompressobj(31)
+    out = bytearray()
+    data = b""
+    try:
+        while len(out) < count:
+            if not data:
+                data = fileobj.read(1 << 16)
+                if not data:
+                    break
+            out += inflater.decompress(data, count - len(out))
+            if inflater.eof:
+                data = inflater.unused_data
+                if not data:
+                    data = fileobj.read(1 << 16)
+                if data[:2] != _GZIP_MAGIC:
+                    break
+                inflater = zlib.decompressobj(31)
+            else:
+                data = inflater.unconsumed_tail
+    except zlib.error as err:
+        raise NiftiFormatError(f"{name}: corrupt gzip stream at the start of the file: {err}") from err
+    return bytes(out)
+
+
+def _read_head(fileobj: IO[bytes], name: str, count: int = _HEAD_BYTES) -> bytes:
+    start = _peek(fileobj)
+    if isinstance(start, str):
+        raise TypeError(f"{name}: the file object is open in text mode; open it with mode 'rb'")
+    if start == _GZIP_MAGIC:
+        return _inflate_head(fileobj, name, count)
+    fileobj.seek(0)
+    head: bytes = fileobj.read(count)
+    return head
+
+
+def _peek(fileobj: Any) -> Any:
     fileobj.seek(0)
     start = fileobj.read(2)
     fileobj.seek(0)
-    if start == _GZIP_MAGIC:
-        try:
-            with gzip.GzipFile(fileobj=fileobj, mode="rb") as stream:
-                return stream.read(count)
-        except (OSError, EOFError, gzip.BadGzipFile) as err:
-            raise NiftiFormatError(f"corrupt gzip stream: {err}") from err
-    return fileobj.read(count)
+    return start
+
+
+def _size_of(fileobj: Any) -> int | None:
+    try:
+        end = int(fileobj.seek(0, io.SEEK_END))
+        fileobj.seek(0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return end
+
+
+# -- checks on the parsed header -----------------------------------------------------------
 
 
 def _checked_path(path: str) -> str:
@@ -145,16 +314,25 @@ def _checked_path(path: str) -> str:
     return path
 
 
-def _reject_non_nifti(name: str, img: Any, header: Any) -> None:
-    if isinstance(img, nib.Cifti2Image) or (
-        "intent_code" in header and int(header["intent_code"]) in _CIFTI_INTENTS
-    ):
-        raise NiftiFormatError(
-            f"{name}: this is a CIFTI-2 file (intent code {int(header['intent_code'])}): it "
-            "stores surface/greyordinate data, not a voxel grid. Open it with "
-            "nibabel.load() instead."
-        )
-    if img is not None and not isinstance(img, _NIFTI_CLASSES):
+def _is_cifti(header: Any) -> bool:
+    if "intent_code" in header and int(header["intent_code"]) in _CIFTI_INTENTS:
+        return True
+    extensions = getattr(header, "extensions", ())
+    return any(int(ext.get_code()) == _CIFTI_ECODE for ext in extensions)
+
+
+def _cifti_error(name: str, header: Any) -> NiftiFormatError:
+    code = int(header["intent_code"]) if "intent_code" in header else None
+    return NiftiFormatError(
+        f"{name}: this is a CIFTI-2 file (intent code {code}): it stores "
+        "surface/greyordinate data, not a voxel grid. Open it with nibabel.load() instead."
+    )
+
+
+def _reject_non_nifti(name: str, img: Any) -> None:
+    if isinstance(img, nib.Cifti2Image):
+        raise _cifti_error(name, img.nifti_header)
+    if not isinstance(img, _NIFTI_CLASSES):
         raise NiftiFormatError(
             f"{name}: this is a {type(img).__name__} image, not NIfTI or Analyze; "
             "engine='nifti' reads NIfTI-1, NIfTI-2 and Analyze 7.5 files only"
@@ -166,11 +344,11 @@ def _check_shape(name: str, header: Any) -> tuple[int, ...]:
     ndim = int(dims[0])
     if not 1 <= ndim <= 7:
         raise NiftiFormatError(
-            f"{name}: header field dim[0] = {ndim} must be between 1 and 7 (number of dimensions)"
+            f"{name}: header field dim[0] = {ndim} is out of range: the number of dimensions "
+            "must be between 1 and 7"
         )
     shape = tuple(int(n) for n in dims[1 : ndim + 1])
-    bad = [n for n in shape if n <= 0]
-    if bad:
+    if any(n <= 0 for n in shape):
         raise NiftiFormatError(
             f"{name}: header field dim = {list(shape)} has a zero or negative size; every "
             "dimension needs at least one voxel"
@@ -195,119 +373,245 @@ def _location(
     fileobj: Any,
     compression: str | None,
     offset: int,
+    size: int | None,
 ) -> DataLocation:
+    """The data location, after checking that the file can hold the data block.
+
+    ``size`` is the (compressed, for gzip) size of the file holding the data.
+    """
     shape = _check_shape(name, header)
     dtype = _check_dtype(name, header)
-    size = mtime = None
+    mtime = None
     if path is not None:
         stat = os.stat(path)
         size, mtime = stat.st_size, stat.st_mtime_ns
     location = DataLocation(name, path, fileobj, compression, offset, shape, dtype, size, mtime)
-    if compression is None and size is not None and offset + location.nbytes > size:
-        raise NiftiTruncatedError(
-            f"{name}: the header describes {location.nbytes} bytes of data at offset {offset} "
-            f"(dim {list(shape)}, {dtype}), but the file has only {size} bytes; the file is "
-            "truncated or its dims are wrong"
+    end = offset + location.nbytes
+    if size is None or compression == "other":
+        return location
+    if compression is None:
+        if offset > size:
+            raise NiftiFormatError(
+                f"{name}: header field vox_offset = {offset} is past the end of the file "
+                f"({size} bytes)"
+            )
+        if end > size:
+            raise NiftiTruncatedError(
+                f"{name}: the header describes {location.nbytes} bytes of data at offset "
+                f"{offset} (dim {list(shape)}, {dtype}), but the file has only {size} bytes; "
+                "the file is truncated or its dims are wrong"
+            )
+    elif end > _MAX_DEFLATE_RATIO * size:
+        what = (
+            f"header field vox_offset = {offset} is past the end of the data"
+            if offset > _MAX_DEFLATE_RATIO * size
+            else f"the header describes {location.nbytes} bytes of data at offset {offset} "
+            f"(dim {list(shape)}, {dtype})"
         )
-    if compression is None and size is not None and offset > size:
-        raise NiftiFormatError(f"{name}: vox_offset {offset} is past the end of the file ({size} bytes)")
+        raise NiftiTruncatedError(
+            f"{name}: {what}, but a gzip file of {size} bytes cannot hold more than "
+            f"{_MAX_DEFLATE_RATIO * size} uncompressed bytes; the file is truncated or its "
+            "dims are wrong"
+        )
     return location
 
 
-def _compression_of(path: str) -> str | None:
-    with open(path, "rb") as f:
-        if f.read(2) == _GZIP_MAGIC:
-            return "gzip"
-    if path.endswith((".bz2", ".zst")):
-        return "other"
-    return None
+# -- single files -------------------------------------------------------------------
 
 
-def _open_path(path: str) -> ImageSource:
-    _checked_path(path)
-    try:
-        img = nib.load(path)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{path}: {err}") from err
-    except ImageFileError as err:
-        raise NiftiFormatError(
-            f"{path}: not a NIfTI-1, NIfTI-2 or Analyze image (no valid header found: {err})"
-        ) from err
-    except (HeaderDataError, ValueError, struct.error, OSError, EOFError) as err:
-        raise NiftiFormatError(f"{path}: cannot parse the image header: {err}") from err
-    header_file = (img.file_map.get("header") or img.file_map["image"]).filename
-    image_file = img.file_map["image"].filename
-    try:
-        with ImageOpener(header_file) as fobj:
-            header = img.header_class.from_fileobj(fobj)
-    except (HeaderDataError, ValueError, struct.error, OSError, EOFError) as err:
-        raise NiftiFormatError(f"{header_file}: cannot parse the image header: {err}") from err
-    _reject_non_nifti(path, img, header)
-    if not os.path.exists(image_file):
-        raise FileNotFoundError(
-            f"{header_file}: the image data file {image_file} of this header/image pair is missing"
-        )
-    offset = int(img.dataobj.offset)
-    location = _location(path, header, image_file, None, _compression_of(image_file), offset)
-    return ImageSource(
-        path,
-        type(img),
-        header,
-        np.asarray(img.affine, dtype=np.float64),
-        location,
-        float(img.dataobj.slope),
-        float(img.dataobj.inter),
-    )
-
-
-def _open_fileobj(fileobj: Any, name: str) -> ImageSource:
-    head = _read_head(fileobj)
-    kind = sniff_format(head)
-    classes: dict[str, tuple[type, type]] = {
+def _open_single(
+    name: str, fileobj: IO[bytes], path: str | None, head: bytes, file_size: int | None
+) -> ImageSource:
+    """Parse a single-file NIfTI-1/2 image from an open binary file (maybe gzip)."""
+    layout = _check_raw_header(name, head, single=True)
+    header_class, image_class = {
         "nifti1": (nib.Nifti1Header, nib.Nifti1Image),
         "nifti2": (nib.Nifti2Header, nib.Nifti2Image),
-    }
-    if kind is None:
-        raise NiftiFormatError(
-            f"{name}: not a NIfTI-1 or NIfTI-2 image (no valid sizeof_hdr/magic in the first bytes)"
-        )
-    if kind not in classes:
-        raise NiftiFormatError(
-            f"{name}: a {kind} header needs its separate .img file; open the pair by path"
-        )
-    header_class, image_class = classes[kind]
-    compressed = head is not None and _peek(fileobj) == _GZIP_MAGIC
+    }[layout.kind]
+    compressed = _peek(fileobj) == _GZIP_MAGIC
+    compression: str | None = "gzip" if compressed else None
+    if path is not None and not compressed and path.lower().endswith(_COMPRESSED_SUFFIXES[1:]):
+        compression = "other"
     try:
+        fileobj.seek(0)
         if compressed:
-            fileobj.seek(0)
             with gzip.GzipFile(fileobj=fileobj, mode="rb") as stream:
                 header = header_class.from_fileobj(stream)
         else:
-            fileobj.seek(0)
             header = header_class.from_fileobj(fileobj)
-    except (HeaderDataError, ValueError, struct.error, OSError, EOFError) as err:
+    except (zlib.error, gzip.BadGzipFile) as err:
+        raise NiftiFormatError(f"{name}: corrupt gzip stream in the header: {err}") from err
+    except EOFError as err:
+        raise NiftiTruncatedError(
+            f"{name}: the file ends inside the header or its extensions: {err}"
+        ) from err
+    except _PARSE_ERRORS as err:
         raise NiftiFormatError(f"{name}: cannot parse the image header: {err}") from err
-    _reject_non_nifti(name, None, header)
-    slope, inter = header.get_slope_inter()
+    if _is_cifti(header):
+        raise _cifti_error(name, header)
+    try:
+        slope, inter = header.get_slope_inter()
+        affine = np.asarray(header.get_best_affine(), dtype=np.float64)
+        offset = int(header.get_data_offset())
+    except _PARSE_ERRORS as err:
+        raise NiftiFormatError(f"{name}: invalid header field: {err}") from err
     location = _location(
-        name, header, None, fileobj, "gzip" if compressed else None, int(header.get_data_offset())
+        name, header, path, None if path is not None else fileobj, compression, offset, file_size
     )
     return ImageSource(
         name,
         image_class,
         header,
-        np.asarray(header.get_best_affine(), dtype=np.float64),
+        affine,
         location,
         1.0 if slope is None else float(slope),
         0.0 if inter is None else float(inter),
     )
 
 
-def _peek(fileobj: Any) -> bytes:
-    fileobj.seek(0)
-    start: bytes = fileobj.read(2)
-    fileobj.seek(0)
-    return start
+def _is_pair_path(path: str) -> bool:
+    lower = path.lower()
+    for suffix in _COMPRESSED_SUFFIXES:
+        if lower.endswith(suffix):
+            lower = lower[: -len(suffix)]
+            break
+    return lower.endswith(_PAIR_SUFFIXES)
+
+
+def _open_single_path(path: str) -> ImageSource:
+    opener: Any
+    with open(path, "rb") as raw:
+        compressed_other = raw.read(2) != _GZIP_MAGIC and path.lower().endswith(
+            _COMPRESSED_SUFFIXES[1:]
+        )
+    if compressed_other:  # .bz2 / .zst: nibabel's opener decompresses by suffix
+        try:
+            opener = ImageOpener(path, "rb")
+        except (OSError, ValueError, ImportError) as err:
+            raise NiftiFormatError(f"{path}: cannot decompress the file: {err}") from err
+    else:
+        opener = open(path, "rb")  # noqa: SIM115 - closed below
+    try:
+        try:
+            head = _read_head(opener, path)
+        except (OSError, EOFError, ValueError) as err:
+            if isinstance(err, NiftiFormatError):
+                raise
+            raise NiftiFormatError(f"{path}: cannot decompress the file: {err}") from err
+        return _open_single(path, opener, path, head, None)
+    finally:
+        opener.close()
+
+
+# -- pairs and Analyze ------------------------------------------------------------------
+
+
+def _header_file_of(path: str) -> str:
+    """The header file of a .hdr/.img pair given either file (may not exist)."""
+    try:
+        names = types_filenames(
+            path,
+            (("header", ".hdr"), ("image", ".img")),
+            trailing_suffixes=_COMPRESSED_SUFFIXES,
+            enforce_extensions=False,
+        )
+    except Exception:  # noqa: BLE001 - nibabel's own error surfaces from nib.load later
+        return path
+    header: str = names["header"]
+    return header
+
+
+def _open_pair_path(path: str) -> ImageSource:
+    header_path = _header_file_of(path)
+    if os.path.isfile(header_path) and os.path.getsize(header_path) > 0:
+        try:
+            with ImageOpener(header_path, "rb") as fobj:
+                head = fobj.read(_HEAD_BYTES)
+        except (OSError, EOFError, zlib.error, ValueError) as err:
+            raise NiftiFormatError(f"{header_path}: cannot read the header: {err}") from err
+        _check_raw_header(header_path, head, single=False)
+    elif header_path != path and not os.path.exists(header_path):
+        raise FileNotFoundError(
+            f"{path}: the header file {header_path} of this header/image pair is missing"
+        )
+    try:
+        img = nib.load(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{path}: a file of this header/image pair is missing ({err})"
+        ) from err
+    except ImageFileError as err:
+        raise NiftiFormatError(
+            f"{path}: not a NIfTI-1, NIfTI-2 or Analyze image (no valid header found: {err})"
+        ) from err
+    except (PermissionError, IsADirectoryError):
+        raise
+    except (*_PARSE_ERRORS, OSError) as err:
+        raise NiftiFormatError(f"{path}: cannot parse the image header: {err}") from err
+    _reject_non_nifti(path, img)
+    header_file = (img.file_map.get("header") or img.file_map["image"]).filename
+    image_file = os.path.abspath(img.file_map["image"].filename)
+    if not os.path.exists(image_file):
+        raise FileNotFoundError(
+            f"{header_file}: the image data file {image_file} of this header/image pair is missing"
+        )
+    try:
+        with ImageOpener(header_file) as fobj:
+            header = img.header_class.from_fileobj(fobj)
+        offset = int(img.dataobj.offset)
+        slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except (*_PARSE_ERRORS, OSError) as err:
+        raise NiftiFormatError(f"{header_file}: cannot parse the image header: {err}") from err
+    if _is_cifti(header):
+        raise _cifti_error(path, header)
+    location = _location(path, header, image_file, None, _compression_of(image_file), offset, None)
+    return ImageSource(path, type(img), header, affine, location, slope, inter)
+
+
+def _compression_of(path: str) -> str | None:
+    with open(path, "rb") as f:
+        if f.read(2) == _GZIP_MAGIC:
+            return "gzip"
+    if path.lower().endswith(_COMPRESSED_SUFFIXES[1:]):
+        return "other"
+    return None
+
+
+def _open_path(path: str) -> ImageSource:
+    path = os.path.abspath(path)
+    _checked_path(path)
+    if _is_pair_path(path):
+        return _open_pair_path(path)
+    return _open_single_path(path)
+
+
+# -- file objects and URLs ---------------------------------------------------------------
+
+
+def _local_path_of(fileobj: Any) -> str | None:
+    """The path of a regular local file object (so that we can reopen it), or ``None``."""
+    name = getattr(fileobj, "name", None)
+    if not isinstance(fileobj, io.BufferedReader | io.FileIO) or not isinstance(name, str):
+        return None
+    try:
+        opened, named = os.fstat(fileobj.fileno()), os.stat(name)
+    except (OSError, ValueError):
+        return None
+    if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+        return None
+    return os.path.abspath(name)
+
+
+def _open_fileobj(fileobj: Any, name: str) -> ImageSource:
+    head = _read_head(fileobj, name)
+    layout = _raw_layout(head)
+    if layout is not None and layout.kind in ("analyze", "nifti1-pair", "nifti2-pair"):
+        raise NiftiFormatError(
+            f"{name}: a {layout.kind} header needs its separate .img file; open the pair by path"
+        )
+    size = _size_of(fileobj)
+    return _open_single(name, fileobj, None, head, size)
 
 
 def _is_url(value: str) -> bool:
@@ -334,6 +638,9 @@ def open_source(filename_or_obj: Any, storage_options: dict[str, Any] | None = N
             text = text[len("file://") :]
         return _open_path(str(Path(text).expanduser()))
     if hasattr(filename_or_obj, "read") and hasattr(filename_or_obj, "seek"):
+        local = _local_path_of(filename_or_obj)
+        if local is not None:  # reopen by path: memory mapped, picklable
+            return _open_path(local)
         name = str(getattr(filename_or_obj, "name", None) or f"<{type(filename_or_obj).__name__}>")
         return _open_fileobj(filename_or_obj, name)
     if hasattr(filename_or_obj, "open") and hasattr(filename_or_obj, "path"):  # fsspec OpenFile
@@ -366,8 +673,7 @@ def _open_fsspec(open_file: Any, name: str) -> ImageSource:
         source = _open_fileobj(fileobj, name)
     finally:
         fileobj.close()
-    location = DataLocation(**{**source.data.__dict__, "fileobj": open_file})
-    return ImageSource(**{**source.__dict__, "data": location})
+    return replace(source, data=replace(source.data, fileobj=open_file))
 
 
 def is_openable_fileobj(value: Any) -> bool:

@@ -138,7 +138,7 @@ def voxel_sizes(affine: npt.ArrayLike) -> FloatArray:
     [2.0, 3.0, 4.0]
     """
     arr = np.asarray(affine, dtype=np.float64)
-    return np.sqrt(np.sum(arr[:3, :3] ** 2, axis=0))
+    return np.asarray(np.sqrt(np.sum(arr[:3, :3] ** 2, axis=0)), dtype=np.float64)
 
 
 def axcodes(affine: npt.ArrayLike) -> tuple[str, ...]:

@@ -61,13 +61,11 @@ class WorldCoordinateVariable(xr.Variable):
         theirs = _lazy_world_key(getattr(other, "variable", other))
         if mine is not None and theirs is not None:
             return bool(
-                self.dims == other.dims
-                and mine[1:] == theirs[1:]
-                and mine[0].equals(theirs[0])
+                self.dims == other.dims and mine[1:] == theirs[1:] and mine[0].equals(theirs[0])
             )
         if equiv is None:
-            return super().equals(other)
-        return super().equals(other, equiv=equiv)
+            return bool(super().equals(other))
+        return bool(super().equals(other, equiv=equiv))
 
 
 def _describe(geometry: NiftiGeometry, dims: Sequence[str | None]) -> str:
@@ -260,7 +258,9 @@ class VoxelAffineIndex(CoordinateTransformIndex):
         try:
             broadcast = np.broadcast_arrays(*arrays)
         except ValueError as err:
-            raise ValueError("x, y and z must have the same length for point-wise selection") from err
+            raise ValueError(
+                "x, y and z must have the same length for point-wise selection"
+            ) from err
         if broadcast[0].ndim != 1:
             raise ValueError("array labels for x, y, z must be 1-D (one entry per point)")
         return [np.asarray(b) for b in broadcast], ("points",), False
@@ -278,15 +278,24 @@ class VoxelAffineIndex(CoordinateTransformIndex):
         if tolerance is not None:
             voxel = {d: np.clip(p, 0, self.transform.dim_size[d] - 1) for d, p in rounded.items()}
             centre = self.transform.forward(voxel)
-            dist = np.sqrt(sum((np.asarray(centre[n]) - p) ** 2
-                               for n, p in zip(self.transform.coord_names, points, strict=True)))
+            dist = np.sqrt(
+                sum(
+                    (np.asarray(centre[n]) - p) ** 2
+                    for n, p in zip(self.transform.coord_names, points, strict=True)
+                )
+            )
             outside |= dist > float(tolerance)
         if np.any(outside):
             flat = [np.ravel(p) for p in points]
             first = int(np.flatnonzero(np.ravel(outside))[0])
             point = tuple(round(float(c[first]), 3) for c in flat)
-            why = "outside the field of view" if tolerance is None else (
-                f"outside the field of view or farther than tolerance={tolerance} mm from a voxel centre"
+            why = (
+                "outside the field of view"
+                if tolerance is None
+                else (
+                    f"outside the field of view or farther than tolerance={tolerance} mm from a "
+                    "voxel centre"
+                )
             )
             raise KeyError(
                 f"world point (x, y, z) = {point} mm is {why} of this grid "
@@ -303,7 +312,10 @@ class VoxelAffineIndex(CoordinateTransformIndex):
         if isinstance(other, VoxelAffineIndex):
             return ValueError(
                 grid_mismatch_message(
-                    self.geometry, other.geometry, self.transform.axis_dims, other.transform.axis_dims
+                    self.geometry,
+                    other.geometry,
+                    self.transform.axis_dims,
+                    other.transform.axis_dims,
                 )
             )
         return ValueError(

@@ -82,6 +82,10 @@ def _resample_block(
     )
     voxels = np.stack([g.ravel() for g in grids])
     coords = mapping[:3, :3] @ voxels + mapping[:3, 3:4] - source_start[:, None]
+    # inv(A) @ B carries float noise: a voxel centre at -1e-16 would count as
+    # outside the image in scipy's "constant" mode, so snap near-integers.
+    nearest = np.rint(coords)
+    coords = np.where(np.abs(coords - nearest) < 1e-9, nearest, coords)
     extra_shape = source.shape[3:]
     out = np.empty(tuple(out_shape) + extra_shape, dtype=dtype)
     flat_source = source.reshape(source.shape[:3] + (-1,))

@@ -185,7 +185,7 @@ class VoxelAffineTransform(CoordinateTransform):
     def isel(self, indexers: Mapping[str, Indexer]) -> VoxelAffineTransform:
         """Transform of the grid selected by integer/slice ``indexers``."""
         per_axis: list[Indexer] = []
-        for axis, name in enumerate(self.axis_dims):
+        for name in self.axis_dims:
             if name is None:
                 per_axis.append(slice(None))
             else:
@@ -195,13 +195,17 @@ class VoxelAffineTransform(CoordinateTransform):
             name if (name is not None and keep) else None
             for name, keep in zip(self.axis_dims, kept, strict=True)
         )
-        return type(self)(self.geometry.transformed(voxel_transform, shape), new_dims, self.coord_names)
+        return type(self)(
+            self.geometry.transformed(voxel_transform, shape), new_dims, self.coord_names
+        )
 
     # -- CoordinateTransform API -----------------------------------------------
     def forward(self, dim_positions: dict[str, Any]) -> dict[Hashable, Any]:
         matrix = self.geometry.affine
-        positions = [np.asarray(dim_positions[str(self.axis_dims[a])], dtype=np.float64)
-                     for a in self.present_axes]
+        positions = [
+            np.asarray(dim_positions[str(self.axis_dims[a])], dtype=np.float64)
+            for a in self.present_axes
+        ]
         positions = list(np.broadcast_arrays(*positions)) if positions else []
         out: dict[Hashable, Any] = {}
         for row, name in enumerate(self.coord_names):
@@ -229,9 +233,9 @@ class VoxelAffineTransform(CoordinateTransform):
         rhs = world.reshape(3, -1) - self.geometry.affine[:3, 3:4]
         full = self.geometry.affine[:3, :3]
         present = list(self.present_axes)
-        solution = np.zeros((3, rhs.shape[1]))
+        solution: FloatArray = np.zeros((3, rhs.shape[1]))
         if np.linalg.matrix_rank(full) == 3:
-            solution = np.linalg.solve(full, rhs)
+            solution = np.asarray(np.linalg.solve(full, rhs), dtype=np.float64)
         elif present:
             # The kept axes may still span a plane or line even if a dropped
             # axis has no direction: use the nearest point on it.
