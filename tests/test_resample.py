@@ -117,7 +117,7 @@ def test_against_spm_resampled_files(nibabel_data: Path) -> None:
     expected = np.where(outside, np.nan, np.asanyarray(spm.dataobj))
     got = ours.values
     both = ~np.isnan(expected) & ~np.isnan(got)
-    assert both.sum() > 1000
+    assert both.sum() > 800  # most of the 17 x 21 x 3 functional grid
     np.testing.assert_allclose(got[both], expected[both], rtol=1e-4, atol=1e-3)
 
 

@@ -27,7 +27,6 @@ from typing import IO, Any
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
-from nibabel.filename_parser import types_filenames
 from nibabel.openers import ImageOpener
 from nibabel.spatialimages import HeaderDataError
 
@@ -183,7 +182,7 @@ def _check_raw_header(name: str, head: bytes, *, single: bool) -> _RawHeader:
     """
     layout = _raw_layout(head)
     if layout is None:
-        what = "empty" if not head else f"starts with {head[:8]!r}"
+        what = "is empty" if not head else f"starts with {head[:8]!r}"
         raise NiftiFormatError(
             f"{name}: not a NIfTI-1, NIfTI-2 or Analyze image: the file {what}, but a "
             "header starts with sizeof_hdr = 348 or 540"
@@ -508,17 +507,21 @@ def _open_single_path(path: str) -> ImageSource:
 
 def _header_file_of(path: str) -> str:
     """The header file of a .hdr/.img pair given either file (may not exist)."""
-    try:
-        names = types_filenames(
-            path,
-            (("header", ".hdr"), ("image", ".img")),
-            trailing_suffixes=_COMPRESSED_SUFFIXES,
-            enforce_extensions=False,
-        )
-    except Exception:  # noqa: BLE001 - nibabel's own error surfaces from nib.load later
+    base, compression = path, ""
+    for suffix in _COMPRESSED_SUFFIXES:
+        if base.lower().endswith(suffix):
+            base, compression = base[: -len(suffix)], base[-len(suffix) :]
+            break
+    if not base.lower().endswith(".img"):
         return path
-    header: str = names["header"]
-    return header
+    hdr = ".HDR" if base.endswith(".IMG") else ".hdr"
+    stem = base[: -len(".img")]
+    variants = [compression, "", *(s for s in _COMPRESSED_SUFFIXES if s != compression)]
+    candidates = [stem + hdr + (v.upper() if compression.isupper() else v) for v in variants]
+    for candidate in candidates:
+        if os.path.exists(candidate):
+            return candidate
+    return candidates[0]
 
 
 def _open_pair_path(path: str) -> ImageSource:
