@@ -257,7 +257,10 @@ def _inflate_head(fileobj: IO[bytes], name: str, count: int) -> bytes:
             if not data:
                 data = fileobj.read(1 << 16)
                 if not data:
-                    break
+                    raise NiftiTruncatedError(
+                        f"{name}: the gzip stream is cut short after {len(out)} uncompressed "
+                        "bytes, inside the header; the file is truncated"
+                    )
             out += inflater.decompress(data, count - len(out))
             if inflater.eof:
                 data = inflater.unused_data

@@ -27,7 +27,13 @@ from .index import VoxelAffineIndex
 
 __all__ = ["NiftiBackendEntrypoint", "dataset_from_source"]
 
-_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz")
+# Suffixes claimed even without a readable header (then open_dataset explains
+# what is wrong). .hdr and .img are also used by ENVI, ERDAS and others, so
+# those are claimed only when a NIfTI/Analyze header is found.
+_SUFFIXES = (".nii", ".nii.gz", ".nii.bz2", ".nii.zst")
+_PAIR_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
+_SNIFF_BYTES = 8192  # compressed bytes read to find a header inside a .gz
+_HEAD_BYTES = 552
 _SLAB_BYTES = 128 << 20
 
 
@@ -88,22 +94,45 @@ def dataset_from_source(
     return dataset
 
 
+def _inflate_some(data: bytes, count: int) -> bytes:
+    """Up to ``count`` bytes from the start of (possibly truncated) gzip ``data``."""
+    try:
+        return zlib.decompressobj(31).decompress(data, count)
+    except zlib.error:
+        return b""
+
+
 def _head_of(filename_or_obj: Any) -> bytes | None:
+    """The first uncompressed bytes of a path or file object, or ``None``."""
     try:
         if isinstance(filename_or_obj, str | os.PathLike):
             with open(filename_or_obj, "rb") as f:
-                head = f.read(600)
+                head = f.read(_SNIFF_BYTES)
         elif hasattr(filename_or_obj, "read") and hasattr(filename_or_obj, "seek"):
             position = filename_or_obj.tell()
-            head = filename_or_obj.read(600)
+            head = filename_or_obj.read(_SNIFF_BYTES)
             filename_or_obj.seek(position)
         else:
             return None
+        if not isinstance(head, bytes | bytearray):
+            return None
         if head[:2] == b"\x1f\x8b":
-            head = zlib.decompressobj(31).decompress(head, 600)
+            head = _inflate_some(bytes(head), _HEAD_BYTES)
         return bytes(head)
-    except (OSError, zlib.error, gzip.BadGzipFile, TypeError, ValueError):
+    except (OSError, TypeError, ValueError):
         return None
+
+
+def _pair_header_of(path: str) -> str | None:
+    """The existing .hdr partner of an .img path, or ``None``."""
+    lower = path.lower()
+    for image, header in ((".img", ".hdr"), (".img.gz", ".hdr.gz")):
+        if lower.endswith(image):
+            stem = path[: -len(image)]
+            for candidate in (stem + header, stem + header.upper()):
+                if os.path.isfile(candidate):
+                    return candidate
+    return None
 
 
 class NiftiBackendEntrypoint(BackendEntrypoint):
@@ -166,6 +195,19 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         head = _head_of(filename_or_obj)
         if head is not None and sniff_format(head) is not None:
             return True
-        if isinstance(filename_or_obj, str | os.PathLike):
-            return str(filename_or_obj).lower().endswith(_SUFFIXES)
+        if not isinstance(filename_or_obj, str | os.PathLike):
+            return False
+        path = os.fspath(filename_or_obj)
+        if isinstance(path, bytes):
+            path = path.decode()
+        lower = path.lower()
+        if lower.endswith(_SUFFIXES):
+            return True
+        if lower.endswith(_PAIR_SUFFIXES):
+            if not os.path.exists(path):
+                return True  # open_dataset then says which file is missing
+            header = _pair_header_of(path)
+            if header is not None:
+                head = _head_of(header)
+                return head is not None and sniff_format(head) is not None
         return False
