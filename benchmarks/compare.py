@@ -203,7 +203,7 @@ def best_of(
     candidates: dict[str, Callable[[], Any]],
     repeat: int,
     check: Callable[[dict[str, Any]], None] | None = None,
-    before_each: Callable[[], None] | None = None,
+    before_each: Callable[[str], None] | None = None,
 ) -> dict[str, Sample]:
     """Run the candidates interleaved ``repeat`` times; keep each one's fastest sample.
 
@@ -218,7 +218,7 @@ def best_of(
         results: dict[str, Any] = {}
         for name in order:
             if before_each is not None:
-                before_each()
+                before_each(name)
             sample = measure(candidates[name])
             if round_ == 0 and check is not None:
                 results[name] = sample.result
@@ -347,8 +347,9 @@ def read_ours(path: str, **kwargs: Any) -> np.ndarray:
 
 def memmap_copy(path: str) -> np.ndarray:
     """A plain ``np.memmap`` copy of the data block: the upper bound for ``.nii`` reads."""
-    header = nib.load(path).header
-    offset = int(header.get_data_offset())
+    img = nib.load(path)
+    header = img.header
+    offset = int(img.dataobj.offset)  # the image's header copy says 0: nibabel recomputes it on save
     mapped = np.memmap(
         path, dtype=header.get_data_dtype(), mode="r", offset=offset, shape=header.get_data_shape(), order="F"
     )
@@ -822,9 +823,8 @@ def _save_pair(ctx: Context, suffix: str) -> tuple[dict[str, Sample], dict[str, 
     with _tempdir(ctx.workdir) as out:
         targets = {"ours": out / f"ours{suffix}", "nib": out / f"nib{suffix}"}
 
-        def clean() -> None:
-            for path in targets.values():
-                path.unlink(missing_ok=True)
+        def clean(who: str) -> None:
+            targets[who].unlink(missing_ok=True)
             os.sync()  # no write-back of the previous output during the next timing
 
         def check(_: dict[str, Any]) -> None:
@@ -897,9 +897,8 @@ def case_save_lazy(ctx: Context) -> list[Row]:
     with _tempdir(ctx.workdir) as out:
         targets = {"ours": out / "ours.nii.gz", "nib": out / "nib.nii.gz"}
 
-        def clean() -> None:
-            for path in targets.values():
-                path.unlink(missing_ok=True)
+        def clean(who: str) -> None:
+            targets[who].unlink(missing_ok=True)
             os.sync()
 
         def ours() -> None:

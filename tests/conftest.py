@@ -49,3 +49,77 @@ def make_image(tmp_path: Path):
         return path
 
     return make
+
+
+# -- geometry helpers (used by test_affine/transform/index/reorient/geometry_props) --
+
+import dask.array as da  # noqa: E402
+import xarray as xr  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def grid_dataset(
+    affine: np.ndarray,
+    shape: tuple[int, ...],
+    *,
+    data: np.ndarray | None = None,
+    chunks: int | None = 2,
+    sform: np.ndarray | None = None,
+    qform: np.ndarray | None = None,
+    sform_code: int = 1,
+    qform_code: int = 1,
+) -> xr.Dataset:
+    """A Dataset on a NIfTI grid built directly (no file): dims i, j, k (+ time).
+
+    ``shape`` has 3 (or 4, with ``time``) entries; ``data`` defaults to
+    ``arange`` so every voxel has a distinct value; ``chunks=None`` keeps
+    numpy data, otherwise the data is a dask array.
+    """
+    from xarray_nifti import NiftiGeometry, VoxelAffineIndex
+
+    if data is None:
+        data = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    geometry = NiftiGeometry(
+        affine,
+        (shape[0], shape[1], shape[2]),
+        sform=affine if sform is None else sform,
+        qform=affine if qform is None else qform,
+        sform_code=sform_code,
+        qform_code=qform_code,
+    )
+    dims = ("i", "j", "k", "time")[: len(shape)]
+    values = data if chunks is None else da.from_array(data, chunks=chunks)
+    coords = xr.Coordinates.from_xindex(VoxelAffineIndex.from_geometry(geometry))
+    ds = xr.Dataset({"data": (dims, values)}, coords=coords)
+    if len(shape) > 3:
+        ds = ds.assign_coords(time=np.arange(shape[3], dtype=np.float64) * 2.0)
+    return ds
+
+
+@st.composite
+def affines(draw: st.DrawFn, *, oblique: bool = True) -> np.ndarray:
+    """Random voxel→world affines: rotated (or not), permuted, flipped, anisotropic."""
+    angle = st.one_of(st.just(0.0), st.floats(-np.pi, np.pi, allow_nan=False))
+    rotation = np.eye(3)
+    if oblique:
+        for axis in range(3):
+            theta = draw(angle)
+            c, s = np.cos(theta), np.sin(theta)
+            r = np.eye(3)
+            a, b = [n for n in range(3) if n != axis]
+            r[a, a], r[a, b], r[b, a], r[b, b] = c, -s, s, c
+            rotation = rotation @ r
+    perm = draw(st.permutations([0, 1, 2]))
+    signs = draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=3, max_size=3))
+    zooms = draw(st.lists(st.floats(0.5, 4.0), min_size=3, max_size=3))
+    flip_perm = np.eye(3)[:, list(perm)] * np.array(signs)
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ flip_perm @ np.diag(zooms)
+    affine[:3, 3] = draw(st.lists(st.floats(-100.0, 100.0), min_size=3, max_size=3))
+    return affine
+
+
+def spatial_shapes(max_size: int = 6) -> st.SearchStrategy[tuple[int, int, int]]:
+    """Random small 3-D shapes."""
+    side = st.integers(1, max_size)
+    return st.tuples(side, side, side)

@@ -277,6 +277,7 @@ class NiftiBackendArray(BackendArray):
         return block
 
     def close(self) -> None:
-        """Close this process's reader of the file."""
-        self._manager.close()
+        """Close this process's reader of the file (waits for a read in progress)."""
+        with self._lock:
+            self._manager.close(needs_lock=False)
 

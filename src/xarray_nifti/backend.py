@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import zlib
 from collections.abc import Iterable
@@ -46,15 +45,18 @@ def _scaling(source: ImageSource) -> tuple[Any, Any] | None:
     if slope == 1.0 and inter == 0.0:
         return None
     raw = source.data.dtype
-    # xarray's CF rule then gives float32 for ≤16-bit integers, float64 otherwise.
-    float_type = np.float32 if raw.kind in "iu" and raw.itemsize <= 2 else np.float64
+    # xarray's CF rule: float32 for ≤16-bit integers with float32 factors (NIfTI-1,
+    # SPM Analyze), float64 otherwise (NIfTI-2 stores float64 factors).
+    small_int = raw.kind in "iu" and raw.itemsize <= 2
+    float_type = np.float32 if small_int and source.format != "nifti2" else np.float64
     return float_type(slope), float_type(inter)
 
 
 def _preferred_chunks(dims: tuple[str, ...], shape: tuple[int, ...], itemsize: int) -> dict[str, int]:
     chunks = {dim: 1 for dim in dims[3:] if dim != "rgb"}
     if "k" in dims:
-        plane = shape[0] * shape[1] * itemsize
+        channels = shape[-1] if dims[-1] == "rgb" else 1
+        plane = shape[0] * shape[1] * itemsize * channels
         chunks["k"] = max(1, min(shape[2], _SLAB_BYTES // max(plane, 1)))
     return chunks
 

@@ -1,0 +1,97 @@
+"""The `.nifti` accessor façade: properties, headers and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import xarray as xr
+
+
+@pytest.fixture
+def bold(nibabel_data: Path) -> xr.Dataset:
+    return xr.open_dataset(nibabel_data / "example4d.nii.gz", engine="nifti")
+
+
+def test_properties_match_nibabel(bold: xr.Dataset, nibabel_data: Path) -> None:
+    img = nib.load(nibabel_data / "example4d.nii.gz")
+    for obj in (bold, bold.data):
+        np.testing.assert_allclose(obj.nifti.affine, img.affine)
+        assert obj.nifti.axcodes == nib.aff2axcodes(img.affine)
+        np.testing.assert_allclose(obj.nifti.zooms, img.header.get_zooms(), rtol=1e-6)
+        assert obj.nifti.space == "scanner"
+
+
+def test_zooms_follow_slicing_steps_and_time_step(bold: xr.Dataset) -> None:
+    sliced = bold.data.isel(i=slice(None, None, 2), k=slice(1, None, -1), time=slice(None, None, 2))
+    zooms = sliced.nifti.zooms
+    np.testing.assert_allclose(zooms[:3], np.array(bold.data.nifti.zooms[:3]) * [2, 1, 1], rtol=1e-6)
+    assert len(zooms) == 4
+    assert sliced.sizes["time"] == 1
+    assert zooms[3] == bold.data.attrs["repetition_time"]
+
+
+def test_integer_selection_keeps_a_plane_that_knows_its_world_position(bold: xr.Dataset) -> None:
+    plane = bold.data.isel(k=5, time=0)
+    assert plane.dims == ("i", "j")
+    assert plane.nifti.axcodes == ("L", "A")
+    affine = plane.nifti.affine
+    assert affine.shape == (4, 4)
+    expected = bold.data.nifti.affine @ np.array(
+        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 5], [0, 0, 0, 1]], dtype=float
+    )
+    np.testing.assert_allclose(affine, expected)
+    x, y, z = plane.nifti.voxel_to_world(3, 4, 0)
+    np.testing.assert_allclose([float(x), float(y), float(z)], nib.affines.apply_affine(
+        bold.data.nifti.affine, [3, 4, 5]))
+
+
+def test_affine_columns_follow_transposed_dims(bold: xr.Dataset) -> None:
+    transposed = bold.data.transpose("time", "k", "i", "j")
+    np.testing.assert_allclose(transposed.nifti.affine, bold.data.nifti.affine[:, [2, 0, 1, 3]])
+
+
+def test_voxel_to_world_returns_the_same_kind(bold: xr.Dataset) -> None:
+    i = xr.DataArray([0, 10], dims="p")
+    x, _, _ = bold.nifti.voxel_to_world(i, i, i)
+    assert isinstance(x, xr.DataArray) and x.dims == ("p",)
+    xs, _, _ = bold.nifti.voxel_to_world(np.array([0, 1]), 0, 0)
+    assert isinstance(xs, np.ndarray)
+    i2, j2, k2 = bold.nifti.world_to_voxel(*bold.nifti.voxel_to_world(i, i, i), round=True)
+    assert isinstance(i2, xr.DataArray) and i2.dtype == np.int64
+    np.testing.assert_array_equal(i2.values, [0, 10])
+
+
+def test_header_is_what_to_nifti_writes(bold: xr.Dataset, tmp_path: Path) -> None:
+    header = bold.data.nifti.header
+    written = nib.load(bold.data.nifti.to_nifti(tmp_path / "out.nii")).header
+    for field in ("dim", "pixdim", "sform_code", "qform_code", "srow_x", "xyzt_units", "datatype"):
+        np.testing.assert_array_equal(header[field], written[field])
+
+
+def test_no_grid_gives_a_clear_error(bold: xr.Dataset) -> None:
+    reduced = bold.data.mean("k")
+    with pytest.raises(ValueError, match="no NIfTI voxel grid"):
+        _ = reduced.nifti.affine
+    fancy = bold.data.isel(i=[0, 5, 7])
+    with pytest.raises(ValueError, match="fancy"):
+        fancy.nifti.to_canonical()
+    plain = xr.DataArray(np.zeros((2, 2, 2)), dims=("i", "j", "k"))
+    with pytest.raises(ValueError, match="engine='nifti'"):
+        plain.nifti.to_nifti("never-written.nii")
+    assert not Path("never-written.nii").exists()
+
+
+def test_world_to_voxel_singular_affine() -> None:
+    from xarray_nifti import NiftiGeometry, VoxelAffineIndex
+
+    geometry = NiftiGeometry(np.diag([1.0, 1.0, 0.0, 1.0]), (2, 2, 2))
+    da = xr.DataArray(
+        np.zeros((2, 2, 2)),
+        dims=("i", "j", "k"),
+        coords=xr.Coordinates.from_xindex(VoxelAffineIndex.from_geometry(geometry)),
+    )
+    with pytest.raises(ValueError, match="singular"):
+        da.nifti.world_to_voxel(0, 0, 0)
