@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import dask.array  # noqa: F401  (import cost paid before any timing)
+import dask.array  # import cost paid before any timing
 import nibabel as nib
 import numpy as np
 import xarray as xr
@@ -51,7 +51,7 @@ import xarray as xr
 import xarray_nifti  # noqa: F401  (registers the engine and the accessor)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmarks import _data  # noqa: E402
+from benchmarks import _data
 
 MiB = 1 << 20
 
@@ -125,7 +125,9 @@ class Files:
         nii = self._make(f"bold_{_shape_tag(shape)}.nii", lambda p: _data.write_bold(p, shape))
         if not gz:
             return nii
-        return self._make(f"bold_{_shape_tag(shape)}.nii.gz", lambda p: _data.gzip_with_nibabel(nii, p))
+        return self._make(
+            f"bold_{_shape_tag(shape)}.nii.gz", lambda p: _data.gzip_with_nibabel(nii, p)
+        )
 
     def t1(self, gz: bool = False) -> str:
         """The T1-like float32 volume, ``.nii`` or ``.nii.gz``."""
@@ -133,7 +135,9 @@ class Files:
         nii = self._make(f"t1_{_shape_tag(shape)}.nii", lambda p: _data.write_t1(p, shape))
         if not gz:
             return nii
-        return self._make(f"t1_{_shape_tag(shape)}.nii.gz", lambda p: _data.gzip_with_nibabel(nii, p))
+        return self._make(
+            f"t1_{_shape_tag(shape)}.nii.gz", lambda p: _data.gzip_with_nibabel(nii, p)
+        )
 
     def open_small(self, gz: bool = False) -> str:
         """A 4 MiB series for the open-time yardstick."""
@@ -141,7 +145,9 @@ class Files:
         nii = self._make(f"small_{_shape_tag(shape)}.nii", lambda p: _data.write_bold(p, shape))
         if not gz:
             return nii
-        return self._make(f"small_{_shape_tag(shape)}.nii.gz", lambda p: _data.gzip_with_nibabel(nii, p))
+        return self._make(
+            f"small_{_shape_tag(shape)}.nii.gz", lambda p: _data.gzip_with_nibabel(nii, p)
+        )
 
     def open_big(self) -> str:
         """A sparse multi-GB ``.nii`` (header plus a truncate()d data block)."""
@@ -318,12 +324,16 @@ def render(rows: list[Row], markdown: bool) -> str:
     if markdown:
         lines.append("| " + " | ".join(HEADERS) + " |")
         lines.append("|" + "|".join("---" for _ in HEADERS) + "|")
-        lines.extend("| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells)
+        lines.extend(
+            "| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells
+        )
     else:
         widths = [max(len(h), *(len(line[i]) for line in cells)) for i, h in enumerate(HEADERS)]
         lines.append("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)))
         lines.append("  ".join("-" * w for w in widths))
-        lines.extend("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells)
+        lines.extend(
+            "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells
+        )
     if notes:
         lines.append("")
         lines.extend(f"[{note_ids[index]}] {text}" for index, text in notes)
@@ -349,9 +359,15 @@ def memmap_copy(path: str) -> np.ndarray:
     """A plain ``np.memmap`` copy of the data block: the upper bound for ``.nii`` reads."""
     img = nib.load(path)
     header = img.header
-    offset = int(img.dataobj.offset)  # the image's header copy says 0: nibabel recomputes it on save
+    # Not header.get_data_offset(): the loaded image's header copy says 0 (nibabel recomputes it).
+    offset = int(img.dataobj.offset)
     mapped = np.memmap(
-        path, dtype=header.get_data_dtype(), mode="r", offset=offset, shape=header.get_data_shape(), order="F"
+        path,
+        dtype=header.get_data_dtype(),
+        mode="r",
+        offset=offset,
+        shape=header.get_data_shape(),
+        order="F",
     )
     return np.array(mapped, order="K")
 
@@ -439,7 +455,8 @@ def case_open(ctx: Context) -> list[Row]:
     gz = best_of({"big": opener(bold_gz), "small": opener(small_gz)}, n)
     rows.append(
         Row(
-            f".nii.gz open {os.path.getsize(bold_gz) / MiB:.0f} MiB vs {os.path.getsize(small_gz) / MiB:.1f} MiB",
+            f"open .nii.gz {os.path.getsize(bold_gz) / MiB:.0f} MiB vs "
+            f"{os.path.getsize(small_gz) / MiB:.1f} MiB",
             gz["big"].seconds,
             "ours, small .nii.gz",
             gz["small"].seconds,
@@ -527,12 +544,12 @@ def case_read_gz(ctx: Context) -> list[Row]:
     sizes = ctx.sizes
     n_long, n_short = sizes.bold[3], sizes.bold_short
     long_gz, short_gz = ctx.files.bold(gz=True), ctx.files.bold(n_short, gz=True)
-    truth_long = reference_data(ctx.files)
-    truth_short = reference_data(ctx.files, n_short)
+    truth = {"long": reference_data(ctx.files), "short": reference_data(ctx.files, n_short)}
 
     def check(results: dict[str, Any]) -> None:
         for name, value in results.items():
-            assert_equal(f"read .nii.gz ({name})", value, truth_short if name.endswith("short") else truth_long)
+            expected = truth["short" if name.endswith("short") else "long"]
+            assert_equal(f"read .nii.gz ({name})", value, expected)
 
     best = best_of(
         {
@@ -544,7 +561,7 @@ def case_read_gz(ctx: Context) -> list[Row]:
         sizes.repeat,
         check,
     )
-    del truth_long, truth_short
+    truth.clear()
     ours, ours_short, ref = best["ours"], best["ours_short"], best["nib"]
     rows = [
         Row(
@@ -747,13 +764,15 @@ def run_mean_child(who: str, path: str) -> dict[str, Any]:
         check=False,
     )
     if completed.returncode != 0:
-        raise RuntimeError(f"temporal mean subprocess ({who}, {path}) failed:\n{completed.stderr[-2000:]}")
+        raise RuntimeError(
+            f"temporal mean subprocess ({who}, {path}) failed:\n{completed.stderr[-2000:]}"
+        )
     result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     return result
 
 
 def case_mean(ctx: Context) -> list[Row]:
-    """Temporal mean with ``chunks={}``: peak RSS above the post-import floor, fresh subprocesses."""
+    """Temporal mean with ``chunks={}``: peak RSS above the import floor, in fresh processes."""
     shape = ctx.sizes.bold
     raw = _raw_mib(shape, 2)
     rows: list[Row] = []
@@ -761,7 +780,9 @@ def case_mean(ctx: Context) -> list[Row]:
         path = ctx.files.bold(gz=gz)
         ours = run_mean_child("ours", path)
         ref = run_mean_child("nib", path)
-        if ours["shape"] != list(shape[:3]) or not np.isclose(ours["sum"], ref["sum"], rtol=1e-9, atol=0):
+        if ours["shape"] != list(shape[:3]) or not np.isclose(
+            ours["sum"], ref["sum"], rtol=1e-9, atol=0
+        ):
             raise CorrectnessError(
                 f"temporal mean {label}: ours sums to {ours['sum']!r} (shape {ours['shape']}), "
                 f"nibabel to {ref['sum']!r}"
@@ -780,7 +801,8 @@ def case_mean(ctx: Context) -> list[Row]:
                 ours_above,
                 goal=("≤", 0.25),
                 note=f"{label}: raw int16 data {raw:.0f} MiB; ours floor {ours['floor']:.0f} MiB, "
-                f"peak {ours['peak']:.0f} MiB; nibabel +{ref_above:.0f} MiB = {ref_above / raw:.2f}× raw",
+                f"peak {ours['peak']:.0f} MiB; nibabel +{ref_above:.0f} MiB = "
+                f"{ref_above / raw:.2f}× raw",
             )
         )
         rows.append(
@@ -813,7 +835,9 @@ def verify_saved(name: str, path: str, expected: np.ndarray, like: nib.Nifti1Ima
         raise CorrectnessError(f"{name}: affine differs:\n{img.affine}\nvs\n{like.affine}")
     for key in ("qform_code", "sform_code"):
         if int(img.header[key]) != int(like.header[key]):
-            raise CorrectnessError(f"{name}: {key} {int(img.header[key])} != {int(like.header[key])}")
+            raise CorrectnessError(
+                f"{name}: {key} {int(img.header[key])} != {int(like.header[key])}"
+            )
 
 
 def _save_pair(ctx: Context, suffix: str) -> tuple[dict[str, Sample], dict[str, int]]:
@@ -986,7 +1010,9 @@ def case_threads(ctx: Context) -> list[Row]:
     serial = time.perf_counter() - start
     serial_ds.close()
     if wrong:
-        raise CorrectnessError(f"8 threads: {wrong} of {n_threads * n_reads} random reads returned wrong data")
+        raise CorrectnessError(
+            f"8 threads: {wrong} of {n_threads * n_reads} random reads returned wrong data"
+        )
     return [
         Row(
             f"{n_threads} threads × {n_reads} random boxes, one .nii.gz",
@@ -1034,7 +1060,16 @@ def _version(dist: str) -> str:
 
 def describe_environment(sizes: Sizes) -> str:
     """One paragraph on versions, machine and input sizes."""
-    packages = ["xarray-nifti", "numpy", "nibabel", "xarray", "dask", "isal", "zlib-ng", "indexed_gzip"]
+    packages = [
+        "xarray-nifti",
+        "numpy",
+        "nibabel",
+        "xarray",
+        "dask",
+        "isal",
+        "zlib-ng",
+        "indexed_gzip",
+    ]
     versions = ", ".join(f"{name} {_version(name)}" for name in packages)
     return (
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
@@ -1078,7 +1113,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes = Sizes(**{**sizes.__dict__, "repeat": max(1, args.repeat)})
     selected = [c for c in args.cases.split(",") if c]
     keep = args.workdir is not None
-    workdir = args.workdir.resolve() if keep else Path(tempfile.mkdtemp(prefix="xarray-nifti-bench-"))
+    workdir = (
+        args.workdir.resolve() if keep else Path(tempfile.mkdtemp(prefix="xarray-nifti-bench-"))
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = Context(Files(workdir, sizes), sizes, args.quick, workdir)
     rows: list[Row] = []

@@ -27,7 +27,9 @@ def test_properties_match_nibabel(bold: xr.Dataset, nibabel_data: Path) -> None:
 def test_zooms_follow_slicing_steps_and_time_step(bold: xr.Dataset) -> None:
     sliced = bold.data.isel(i=slice(None, None, 2), k=slice(1, None, -1), time=slice(None, None, 2))
     zooms = sliced.nifti.zooms
-    np.testing.assert_allclose(zooms[:3], np.array(bold.data.nifti.zooms[:3]) * [2, 1, 1], rtol=1e-6)
+    np.testing.assert_allclose(
+        zooms[:3], np.array(bold.data.nifti.zooms[:3]) * [2, 1, 1], rtol=1e-6
+    )
     assert len(zooms) == 4
     assert sliced.sizes["time"] == 1
     assert zooms[3] == bold.data.attrs["repetition_time"]
@@ -44,8 +46,9 @@ def test_integer_selection_keeps_a_plane_that_knows_its_world_position(bold: xr.
     )
     np.testing.assert_allclose(affine, expected)
     x, y, z = plane.nifti.voxel_to_world(3, 4, 0)
-    np.testing.assert_allclose([float(x), float(y), float(z)], nib.affines.apply_affine(
-        bold.data.nifti.affine, [3, 4, 5]))
+    np.testing.assert_allclose(
+        [float(x), float(y), float(z)], nib.affines.apply_affine(bold.data.nifti.affine, [3, 4, 5])
+    )
 
 
 def test_affine_columns_follow_transposed_dims(bold: xr.Dataset) -> None:
@@ -56,12 +59,15 @@ def test_affine_columns_follow_transposed_dims(bold: xr.Dataset) -> None:
 def test_voxel_to_world_returns_the_same_kind(bold: xr.Dataset) -> None:
     i = xr.DataArray([0, 10], dims="p")
     x, _, _ = bold.nifti.voxel_to_world(i, i, i)
-    assert isinstance(x, xr.DataArray) and x.dims == ("p",)
+    assert isinstance(x, xr.DataArray)
+    assert x.dims == ("p",)
     xs, _, _ = bold.nifti.voxel_to_world(np.array([0, 1]), 0, 0)
     assert isinstance(xs, np.ndarray)
-    i2, j2, k2 = bold.nifti.world_to_voxel(*bold.nifti.voxel_to_world(i, i, i), round=True)
-    assert isinstance(i2, xr.DataArray) and i2.dtype == np.int64
-    np.testing.assert_array_equal(i2.values, [0, 10])
+    back = bold.nifti.world_to_voxel(*bold.nifti.voxel_to_world(i, i, i), round=True)
+    for axis in back:
+        assert isinstance(axis, xr.DataArray)
+        assert axis.dtype == np.int64
+        np.testing.assert_array_equal(axis.values, [0, 10])
 
 
 def test_header_is_what_to_nifti_writes(bold: xr.Dataset, tmp_path: Path) -> None:

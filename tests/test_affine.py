@@ -276,3 +276,8 @@ def test_orientation_plan_invalid_codes(target: str) -> None:
 def test_orientation_plan_degenerate_affine() -> None:
     with pytest.raises(ValueError, match="no direction"):
         orientation_plan(np.diag([1.0, 1.0, 0.0, 1.0]), "RAS", (2, 2, 2))
+
+
+def test_orientation_plan_is_case_insensitive() -> None:
+    a = np.diag([-1.0, 1, 1, 1])
+    assert orientation_plan(a, "lps", (3, 4, 5))[:2] == orientation_plan(a, "LPS", (3, 4, 5))[:2]

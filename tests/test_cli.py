@@ -79,9 +79,7 @@ def test_convert_to_zarr_and_back_is_exact(tmp_path: Path) -> None:
     result = run("convert", str(store), str(back))
     assert result.returncode == 0, result.stderr
     original, roundtrip = nib.load(EXAMPLE4D), nib.load(back)
-    np.testing.assert_array_equal(
-        np.asanyarray(original.dataobj), np.asanyarray(roundtrip.dataobj)
-    )
+    np.testing.assert_array_equal(np.asanyarray(original.dataobj), np.asanyarray(roundtrip.dataobj))
     np.testing.assert_allclose(roundtrip.affine, original.affine, atol=1e-5)
     assert roundtrip.get_data_dtype() == original.get_data_dtype()
     assert int(roundtrip.header["sform_code"]) == int(original.header["sform_code"])

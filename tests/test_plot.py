@@ -64,7 +64,8 @@ def test_plot_labels_and_crosshair(nibabel_data) -> None:
     ds = xr.open_dataset(nibabel_data / "example4d.nii.gz", engine="nifti")
     figure = ds.data.nifti.plot(at=(0.0, 20.0, 10.0), time=1)
     texts = [[t.get_text() for t in ax.texts] for ax in figure.axes[:3]]
-    assert texts[0][:2] == ["P", "A"] and texts[1][:2] == ["L", "R"]
+    assert texts[0][:2] == ["P", "A"]
+    assert texts[1][:2] == ["L", "R"]
     assert [ax.get_title() for ax in figure.axes[:3]] == ["sagittal", "coronal", "axial"]
     assert all(ax.images[0].origin == "lower" for ax in figure.axes[:3])
     assert len(figure.axes) == 4  # three views and a colour bar
@@ -78,7 +79,9 @@ def test_point_outside_the_image_is_an_error(nibabel_data) -> None:
         ds.data.isel(time=0).nifti.plot(at=(1000.0, 0.0, 0.0))
 
 
-def test_missing_matplotlib_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch, nibabel_data) -> None:
+def test_missing_matplotlib_gives_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, nibabel_data
+) -> None:
     ds = xr.open_dataset(nibabel_data / "anatomical.nii", engine="nifti")
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"xarray-nifti\[plot\]"):

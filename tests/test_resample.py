@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from nibabel.affines import apply_affine, from_matvec
 from nibabel.eulerangles import euler2mat
 from nibabel.processing import resample_from_to
+from tests.conftest import oblique_affine
 
 import xarray_nifti
 from xarray_nifti import NiftiGeometry, VoxelAffineIndex
-from tests.conftest import oblique_affine
 
 
 def _raise_on_compute(*args: object, **kwargs: object) -> None:
@@ -35,19 +35,25 @@ def _image(data: np.ndarray, affine: np.ndarray) -> xr.DataArray:
     order=st.sampled_from([0, 1, 3]),
     chunk=st.integers(4, 12),
 )
-def test_matches_nibabel_resample_from_to_on_oblique_grids(seed: int, order: int, chunk: int) -> None:
+def test_matches_nibabel_resample_from_to_on_oblique_grids(
+    seed: int, order: int, chunk: int
+) -> None:
     rng = np.random.default_rng(seed)
     data = rng.normal(size=(14, 12, 10)).astype("f4")
     source_affine = oblique_affine(seed)
     target_affine = oblique_affine(seed + 1)
     target_affine[:3, 3] = source_affine[:3, 3] + rng.uniform(-5, 5, 3)
     shape = (11, 13, 9)
-    expected = resample_from_to(nib.Nifti1Image(data, source_affine), (shape, target_affine), order=order)
+    expected = resample_from_to(
+        nib.Nifti1Image(data, source_affine), (shape, target_affine), order=order
+    )
     out = _image(data, source_affine).nifti.resample_to(
         (target_affine, shape), order=order, chunks=(chunk, chunk, chunk)
     )
     tolerance = 1e-4 if order == 3 else 1e-5
-    np.testing.assert_allclose(out.values, expected.get_fdata(), atol=tolerance * max(1, np.abs(data).max()))
+    np.testing.assert_allclose(
+        out.values, expected.get_fdata(), atol=tolerance * max(1, np.abs(data).max())
+    )
     np.testing.assert_allclose(out.nifti.affine, target_affine)
 
 
@@ -112,7 +118,9 @@ def test_against_spm_resampled_files(nibabel_data: Path) -> None:
         (spm.affine, spm.shape), order=1, fill_value=np.nan
     )
     # SPM and scipy differ within one voxel of the source's edge: mask those, as nibabel does.
-    coords = apply_affine(npl.inv(moved.affine) @ spm.affine, np.indices(spm.shape).transpose(1, 2, 3, 0))
+    coords = apply_affine(
+        npl.inv(moved.affine) @ spm.affine, np.indices(spm.shape).transpose(1, 2, 3, 0)
+    )
     outside = np.any((coords < 0) | (coords - np.array(moved.shape) > -1), axis=-1)
     expected = np.where(outside, np.nan, np.asanyarray(spm.dataobj))
     got = ours.values

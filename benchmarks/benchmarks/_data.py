@@ -124,7 +124,9 @@ def make_header(
     return header
 
 
-def write_nifti(path: str | os.PathLike[str], header: nib.Nifti1Header, blocks: Iterator[np.ndarray]) -> str:
+def write_nifti(
+    path: str | os.PathLike[str], header: nib.Nifti1Header, blocks: Iterator[np.ndarray]
+) -> str:
     """Write ``header`` and then the raw bytes of ``blocks`` (F-order pieces, in file order).
 
     Parameters
@@ -169,7 +171,9 @@ def _smooth_field(shape: Sequence[int], rng: np.random.Generator, terms: int = 6
     for _ in range(terms):
         fu, fv, fw = rng.uniform(0.5, 3.0, size=3).astype(np.float32)
         pu, pv, pw = rng.uniform(0, 2 * np.pi, size=3).astype(np.float32)
-        field += np.cos(fu * np.pi * u + pu) * np.cos(fv * np.pi * v + pv) * np.cos(fw * np.pi * w + pw)
+        field += (
+            np.cos(fu * np.pi * u + pu) * np.cos(fv * np.pi * v + pv) * np.cos(fw * np.pi * w + pw)
+        )
     return field / np.float32(np.sqrt(terms / 8))
 
 
@@ -208,7 +212,9 @@ def bold_volumes(shape: Sequence[int], seed: int = 0, start: int = 0) -> Iterato
     maps = [(_smooth_field(spatial, rng) * brain).astype(np.float32) for _ in range(4)]
     periods = rng.uniform(15.0, 80.0, size=4)
     phases = rng.uniform(0, 2 * np.pi, size=4)
-    courses = np.stack([12.0 * np.sin(2 * np.pi * t / p + ph) for p, ph in zip(periods, phases, strict=True)])
+    courses = np.stack(
+        [12.0 * np.sin(2 * np.pi * t / p + ph) for p, ph in zip(periods, phases, strict=True)]
+    )
     # Drift on a fixed time scale, so that shorter series are exact prefixes of longer ones.
     drift = (8.0 * t / 400.0 - 3.0 * (t / 400.0) ** 2).astype(np.float32)
     drift_map = (base / 800.0).astype(np.float32)
@@ -276,7 +282,9 @@ def t1_slabs(shape: Sequence[int], seed: int = 1, slab: int = 16) -> Iterator[np
     noise_sigma = np.where(intensity > 0, 15.0, 2.0).astype(np.float32)
     for k0 in range(0, nk, slab):
         k1 = min(nk, k0 + slab)
-        noise = np.random.default_rng((seed, k0)).standard_normal((ni, nj, k1 - k0), dtype=np.float32)
+        noise = np.random.default_rng((seed, k0)).standard_normal(
+            (ni, nj, k1 - k0), dtype=np.float32
+        )
         block = intensity[:, :, k0:k1] + noise_sigma[:, :, k0:k1] * noise
         yield np.rint(np.abs(block)).astype(np.float32)
 
@@ -302,7 +310,9 @@ def write_t1(path: str | os.PathLike[str], shape: Sequence[int], seed: int = 1) 
     return write_nifti(path, header, t1_slabs(shape, seed))
 
 
-def write_sparse(path: str | os.PathLike[str], shape: Sequence[int], dtype: np.dtype | type = np.int16) -> str:
+def write_sparse(
+    path: str | os.PathLike[str], shape: Sequence[int], dtype: np.dtype | type = np.int16
+) -> str:
     """Write a header and a sparse, all-zero data block of the size the header implies.
 
     Costs no disk space on file systems with sparse files; used to time

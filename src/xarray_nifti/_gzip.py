@@ -117,13 +117,13 @@ class GzipStream:
         if self._ended:
             raise NiftiTruncatedError(
                 f"{self.name}: the gzip stream ends after {self._out_pos} uncompressed bytes, "
-                f"but the header needs {self.data_end}; the file is truncated"
+                f"but the image data ends at byte {self.data_end}; the file is truncated"
             )
         data = self._next_input()
         if not data:
             raise NiftiTruncatedError(
                 f"{self.name}: the gzip stream is cut short after {self._out_pos} uncompressed "
-                f"bytes (the header needs {self.data_end}); the file is truncated"
+                f"bytes, but the image data ends at byte {self.data_end}; the file is truncated"
             )
         try:
             out = self._inflater.decompress(data, max_out)

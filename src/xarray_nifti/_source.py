@@ -19,6 +19,7 @@ import gzip
 import io
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -418,6 +419,40 @@ def _location(
     return location
 
 
+def _choose_affine(name: str, header: Any, best: Any) -> np.ndarray:
+    """nibabel's affine, or (if it has NaN/inf) the next valid one of qform and zooms."""
+    try:
+        affine = np.asarray(best() if callable(best) else best, dtype=np.float64)
+    except _PARSE_ERRORS:
+        affine = np.full((4, 4), np.nan)
+    if affine.shape == (4, 4) and np.all(np.isfinite(affine)):
+        return affine
+    candidates: list[tuple[str, Any]] = []
+    if isinstance(header, nib.Nifti1Header) and int(header["qform_code"]) > 0:
+        candidates.append(("qform", header.get_qform))
+    candidates.append(("zooms-only affine", header.get_base_affine))
+    for label, getter in candidates:
+        try:
+            fallback = np.asarray(getter(), dtype=np.float64)
+        except _PARSE_ERRORS:
+            continue
+        if fallback.shape == (4, 4) and np.all(np.isfinite(fallback)):
+            warnings.warn(
+                f"{name}: the header's voxel-to-world affine contains NaN or infinite values; "
+                f"using the {label} instead",
+                UserWarning,
+                stacklevel=4,
+            )
+            return fallback
+    warnings.warn(
+        f"{name}: the header has no finite voxel-to-world affine (sform, qform and pixdim "
+        "are all invalid); using the identity",
+        UserWarning,
+        stacklevel=4,
+    )
+    return np.eye(4)
+
+
 # -- single files -------------------------------------------------------------------
 
 
@@ -453,13 +488,13 @@ def _open_single(
         raise _cifti_error(name, header)
     try:
         slope, inter = header.get_slope_inter()
-        affine = np.asarray(header.get_best_affine(), dtype=np.float64)
         offset = int(header.get_data_offset())
     except _PARSE_ERRORS as err:
         raise NiftiFormatError(f"{name}: invalid header field: {err}") from err
     location = _location(
         name, header, path, None if path is not None else fileobj, compression, offset, file_size
     )
+    affine = _choose_affine(name, header, header.get_best_affine)
     return ImageSource(
         name,
         image_class,
@@ -566,12 +601,12 @@ def _open_pair_path(path: str) -> ImageSource:
             header = img.header_class.from_fileobj(fobj)
         offset = int(img.dataobj.offset)
         slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
-        affine = np.asarray(img.affine, dtype=np.float64)
     except (*_PARSE_ERRORS, OSError) as err:
         raise NiftiFormatError(f"{header_file}: cannot parse the image header: {err}") from err
     if _is_cifti(header):
         raise _cifti_error(path, header)
     location = _location(path, header, image_file, None, _compression_of(image_file), offset, None)
+    affine = _choose_affine(path, header, lambda: img.affine)
     return ImageSource(path, type(img), header, affine, location, slope, inter)
 
 

@@ -64,7 +64,7 @@ def _spatial_shape(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> t
 
 class _NiftiAccessor(Generic[T_Xarray]):
     def __init__(self, obj: T_Xarray) -> None:
-        self._obj = obj
+        self._obj: T_Xarray = obj
 
     # -- geometry ------------------------------------------------------------------
     @property
@@ -87,7 +87,8 @@ class _NiftiAccessor(Generic[T_Xarray]):
         Examples
         --------
         >>> import os, nibabel, xarray as xr
-        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "example4d.nii.gz")
+        >>> from nibabel.testing import data_path
+        >>> path = os.path.join(data_path, "example4d.nii.gz")
         >>> ds = xr.open_dataset(path, engine="nifti")
         >>> bool(np.allclose(ds.nifti.affine, nibabel.load(path).affine))
         True
@@ -134,26 +135,30 @@ class _NiftiAccessor(Generic[T_Xarray]):
 
         Examples
         --------
-        >>> import os, nibabel, xarray as xr
-        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "anatomical.nii")
+        >>> import os, xarray as xr
+        >>> from nibabel.testing import data_path
+        >>> path = os.path.join(data_path, "anatomical.nii")
         >>> ds = xr.open_dataset(path, engine="nifti")
         >>> [round(float(c), 2) for c in ds.nifti.voxel_to_world(0, 0, 0)]
         [-28.0, -40.0, -21.5]
         """
         a = self.affine
-        return tuple(  # type: ignore[return-value]
+        return tuple(
             a[row, 0] * i + a[row, 1] * j + a[row, 2] * k + a[row, 3] for row in range(3)
         )
 
-    def world_to_voxel(self, x: Any, y: Any, z: Any, *, round: bool = False) -> tuple[Any, Any, Any]:
+    def world_to_voxel(
+        self, x: Any, y: Any, z: Any, *, round: bool = False
+    ) -> tuple[Any, Any, Any]:
         """Continuous voxel coordinates ``(i, j, k)`` of world points (``round=True``: ints).
 
         Raises ``ValueError`` when the affine is singular.
 
         Examples
         --------
-        >>> import os, nibabel, xarray as xr
-        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "anatomical.nii")
+        >>> import os, xarray as xr
+        >>> from nibabel.testing import data_path
+        >>> path = os.path.join(data_path, "anatomical.nii")
         >>> ds = xr.open_dataset(path, engine="nifti")
         >>> ds.nifti.world_to_voxel(-28.0, -40.0, -21.5, round=True)
         (0, 0, 0)
@@ -165,8 +170,10 @@ class _NiftiAccessor(Generic[T_Xarray]):
                 f"size or collinear axes):\n{a}"
             )
         inverse = np.linalg.inv(a)
-        out = [inverse[row, 0] * x + inverse[row, 1] * y + inverse[row, 2] * z + inverse[row, 3]
-               for row in range(3)]
+        out = [
+            inverse[row, 0] * x + inverse[row, 1] * y + inverse[row, 2] * z + inverse[row, 3]
+            for row in range(3)
+        ]
         if round:
             out = [_round_to_int(v) for v in out]
         return out[0], out[1], out[2]
@@ -181,8 +188,9 @@ class _NiftiAccessor(Generic[T_Xarray]):
 
         Examples
         --------
-        >>> import os, nibabel, xarray as xr
-        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "example4d.nii.gz")
+        >>> import os, xarray as xr
+        >>> from nibabel.testing import data_path
+        >>> path = os.path.join(data_path, "example4d.nii.gz")
         >>> ds = xr.open_dataset(path, engine="nifti")
         >>> ds.nifti.reorient("LPS").nifti.axcodes
         ('L', 'P', 'S')
@@ -204,7 +212,7 @@ class _NiftiAccessor(Generic[T_Xarray]):
         var: str | None = None,
         chunks: Sequence[int] | None = None,
     ) -> xr.DataArray:
-        """Lazily resample onto another grid: target voxel ``v`` samples source voxel ``inv(A) @ B @ v``.
+        """Lazily resample onto another grid (target voxel ``v`` samples ``inv(A) @ B @ v``).
 
         Parameters
         ----------
@@ -227,8 +235,9 @@ class _NiftiAccessor(Generic[T_Xarray]):
 
         Examples
         --------
-        >>> import os, nibabel, numpy as np, xarray as xr
-        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "anatomical.nii")
+        >>> import os, numpy as np, xarray as xr
+        >>> from nibabel.testing import data_path
+        >>> path = os.path.join(data_path, "anatomical.nii")
         >>> ds = xr.open_dataset(path, engine="nifti")
         >>> out = ds.data.nifti.resample_to((np.diag([4.0, 4, 4, 1]), (10, 10, 10)))
         >>> out.shape
@@ -236,7 +245,9 @@ class _NiftiAccessor(Generic[T_Xarray]):
         """
         from .resample import resample_to
 
-        return resample_to(self._array(var), target, order=order, fill_value=fill_value, chunks=chunks)
+        return resample_to(
+            self._array(var), target, order=order, fill_value=fill_value, chunks=chunks
+        )
 
     # -- headers and I/O ----------------------------------------------------------------
     def _array(self, var: str | None = None) -> xr.DataArray:
@@ -292,9 +303,11 @@ class _NiftiAccessor(Generic[T_Xarray]):
         Examples
         --------
         >>> import os, tempfile, nibabel, xarray as xr
-        >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "example4d.nii.gz")
+        >>> from nibabel.testing import data_path
+        >>> path = os.path.join(data_path, "example4d.nii.gz")
         >>> ds = xr.open_dataset(path, engine="nifti", chunks={})
-        >>> out = ds.data.mean("time").nifti.to_nifti(os.path.join(tempfile.mkdtemp(), "mean.nii.gz"))
+        >>> target = os.path.join(tempfile.mkdtemp(), "mean.nii.gz")
+        >>> out = ds.data.mean("time").nifti.to_nifti(target)
         >>> nibabel.load(out).shape
         (128, 96, 24)
         """
@@ -303,8 +316,13 @@ class _NiftiAccessor(Generic[T_Xarray]):
         level = DEFAULT_COMPRESSLEVEL if compresslevel is None else compresslevel
         return to_nifti(self._obj, path, var=var, version=version, dtype=dtype, compresslevel=level)
 
-    def to_nibabel(self, *, var: str | None = None, version: int | None = None, dtype: Any = None) -> Any:
-        """A nibabel ``Nifti1Image``/``Nifti2Image`` (lazy data) with the header ``to_nifti`` writes."""
+    def to_nibabel(
+        self, *, var: str | None = None, version: int | None = None, dtype: Any = None
+    ) -> Any:
+        """A nibabel ``Nifti1Image``/``Nifti2Image`` with the header ``to_nifti`` writes.
+
+        The data stay lazy (dask) until nibabel reads them.
+        """
         from .interchange import to_nibabel
 
         return to_nibabel(self._array(var), version=version, dtype=dtype)
@@ -328,7 +346,7 @@ class _NiftiAccessor(Generic[T_Xarray]):
         return orthoview(self._array(var), at, convention=convention, time=time, **kwargs)
 
     def encode(self) -> T_Xarray:
-        """Drop the lazy ``x, y, z`` and store the geometry as plain attributes (for Zarr/NetCDF)."""
+        """Drop the lazy ``x, y, z`` and keep the geometry as plain attributes (Zarr, NetCDF)."""
         from .interchange import encode
 
         return encode(self._obj)

@@ -165,7 +165,7 @@ def orientation_plan(
     affine
         Current 4×4 affine.
     target
-        Wanted axis codes, e.g. ``"RAS"`` or ``("L", "P", "S")``.
+        Wanted axis codes, e.g. ``"RAS"`` or ``("L", "P", "S")`` (case-insensitive).
     shape
         Current spatial shape (3 values).
 
@@ -184,15 +184,19 @@ def orientation_plan(
     >>> order, flips
     ((0, 1, 2), (True, False, False))
     """
-    codes = tuple(target)
+    codes = tuple(str(c).upper() for c in target)
     if len(codes) != 3:
         raise ValueError(f"axis codes need three letters such as 'RAS' or 'LPS', got {target!r}")
+    invalid = ValueError(
+        f"invalid axis codes {target!r}: use one of R/L, A/P, S/I per axis, e.g. 'RAS' or 'LPS'"
+    )
     try:
         wanted = axcodes2ornt(codes)
     except ValueError as err:
-        raise ValueError(
-            f"invalid axis codes {target!r}: use one of R/L, A/P, S/I per axis, e.g. 'RAS' or 'LPS'"
-        ) from err
+        raise invalid from err
+    # nibabel accepts repeated directions such as "RRS" or "RLS"; they are not an orientation.
+    if sorted(wanted[:, 0].tolist()) != [0.0, 1.0, 2.0]:
+        raise invalid
     current = io_orientation(np.asarray(affine, dtype=np.float64))
     if np.isnan(current).any():
         raise ValueError(

@@ -20,6 +20,7 @@ from ._metadata import (
     geometry_from_header,
     time_values,
 )
+from ._errors import NiftiFormatError
 from ._source import ImageSource, open_source, sniff_format
 from .array import NiftiBackendArray
 from .index import VoxelAffineIndex
@@ -34,6 +35,7 @@ _PAIR_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
 _SNIFF_BYTES = 8192  # compressed bytes read to find a header inside a .gz
 _HEAD_BYTES = 552
 _SLAB_BYTES = 128 << 20
+_HEADER_ERRORS = (KeyError, IndexError, ValueError, TypeError, OverflowError, ZeroDivisionError)
 
 
 def _scaling(source: ImageSource) -> tuple[Any, Any] | None:
@@ -186,7 +188,16 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
             Passed to fsspec for URLs.
         """
         source = open_source(filename_or_obj, storage_options)
-        dataset = dataset_from_source(source, mask_and_scale=mask_and_scale, var_name=var_name)
+        try:
+            dataset = dataset_from_source(source, mask_and_scale=mask_and_scale, var_name=var_name)
+        except NiftiFormatError:
+            raise
+        except _HEADER_ERRORS as err:
+            # A header field nibabel parses but cannot interpret (e.g. an unknown
+            # xyzt_units code): name the file rather than let a bare error escape.
+            raise NiftiFormatError(
+                f"{source.name}: invalid header field value ({type(err).__name__}: {err})"
+            ) from err
         if drop_variables is not None:
             names = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)
             dataset = dataset.drop_vars([n for n in names if n in dataset.variables])

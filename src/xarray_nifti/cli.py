@@ -62,7 +62,7 @@ def describe(path: str) -> str:
 
 
 def _progress(total: int) -> Any:
-    from dask.diagnostics import ProgressBar
+    from dask.diagnostics.progress import ProgressBar
 
     return ProgressBar(minimum=0.5, dt=0.2) if total else ProgressBar()
 
@@ -85,7 +85,9 @@ def _parse_point(text: str) -> tuple[float, float, float]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--at needs three numbers x,y,z in mm, got {text!r}") from err
+        raise argparse.ArgumentTypeError(
+            f"--at needs three numbers x,y,z in mm, got {text!r}"
+        ) from err
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"--at needs three numbers x,y,z in mm, got {text!r}")
     return values[0], values[1], values[2]
@@ -113,18 +115,23 @@ def demo(outdir: str | None = None) -> list[str]:
     ds = xr.open_dataset(path, engine="nifti", chunks={})
     data = ds.data
     say(f"   dims {dict(data.sizes)}, dtype {data.dtype}, chunks per volume {data.data.chunksize}")
-    say(f"2. geometry: axcodes {''.join(data.nifti.axcodes)}, space {data.nifti.space}, "
-        f"zooms {tuple(round(z, 3) for z in data.nifti.zooms)}")
+    say(
+        f"2. geometry: axcodes {''.join(data.nifti.axcodes)}, space {data.nifti.space}, "
+        f"zooms {tuple(round(z, 3) for z in data.nifti.zooms)}"
+    )
     say("   affine (voxel centre -> world RAS+ mm):")
     say(_format_affine(data.nifti.affine))
     centre = [n // 2 for n in data.shape[:3]]
     x, y, z = (float(v) for v in data.nifti.voxel_to_world(*centre))
     say(f"3. voxel {tuple(centre)} is at world ({x:.1f}, {y:.1f}, {z:.1f}) mm")
     value = data.isel(time=0).sel(x=x, y=y, z=z, method="nearest")
-    say(f"   .sel(x={x:.1f}, y={y:.1f}, z={z:.1f}, method='nearest') at time 0 -> {value.values.item()}")
+    found = value.values.item()
+    say(f"   .sel(x={x:.1f}, y={y:.1f}, z={z:.1f}, method='nearest') at time 0 -> {found}")
     canonical = data.nifti.to_canonical()
-    say(f"4. to_canonical(): axcodes {''.join(canonical.nifti.axcodes)} (lazy: "
-        f"{type(canonical.data).__name__})")
+    say(
+        f"4. to_canonical(): axcodes {''.join(canonical.nifti.axcodes)} (lazy: "
+        f"{type(canonical.data).__name__})"
+    )
     mean = canonical.mean("time", keep_attrs=True)
     mean_path = mean.nifti.to_nifti(folder / "mean_canonical.nii.gz")
     say(f"5. temporal mean saved (streaming, atomic): {mean_path}")

@@ -15,13 +15,14 @@ def _pyplot() -> Any:
     try:
         import matplotlib
 
-        if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        if matplotlib.get_backend().lower() not in (
+            "agg",
+            "module://matplotlib_inline.backend_inline",
+        ):
             matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError(
-            "plotting needs matplotlib: pip install 'xarray-nifti[plot]'"
-        ) from err
+        raise ImportError("plotting needs matplotlib: pip install 'xarray-nifti[plot]'") from err
     return plt
 
 
@@ -96,8 +97,13 @@ def orthoview(
         shown = plane[:, ::-1] if flip else plane
         left, right = (labels[1], labels[0]) if flip else (labels[0], labels[1])
         image = ax.imshow(
-            shown, origin="lower", cmap=cmap, vmin=low, vmax=high,
-            aspect=zooms[v_axis] / zooms[h_axis], interpolation="nearest",
+            shown,
+            origin="lower",
+            cmap=cmap,
+            vmin=low,
+            vmax=high,
+            aspect=zooms[v_axis] / zooms[h_axis],
+            interpolation="nearest",
         )
         column = shape[h_axis] - 1 - voxel[h_axis] if flip else voxel[h_axis]
         ax.axvline(column, color="yellow", linewidth=0.8)
@@ -106,11 +112,22 @@ def orthoview(
         ax.set_xticks([])
         ax.set_yticks([])
         for text, x, y, ha, va in (
-            (left, 0.02, 0.5, "left", "center"), (right, 0.98, 0.5, "right", "center"),
-            (labels[2], 0.5, 0.02, "center", "bottom"), (labels[3], 0.5, 0.98, "center", "top"),
+            (left, 0.02, 0.5, "left", "center"),
+            (right, 0.98, 0.5, "right", "center"),
+            (labels[2], 0.5, 0.02, "center", "bottom"),
+            (labels[3], 0.5, 0.98, "center", "top"),
         ):
-            ax.text(x, y, text, transform=ax.transAxes, color="white", ha=ha, va=va,
-                    fontsize=11, fontweight="bold")
+            ax.text(
+                x,
+                y,
+                text,
+                transform=ax.transAxes,
+                color="white",
+                ha=ha,
+                va=va,
+                fontsize=11,
+                fontweight="bold",
+            )
     figure.colorbar(image, ax=list(axes), shrink=0.8)
     figure.suptitle(
         f"{convention} view at (x, y, z) = ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm", fontsize=10

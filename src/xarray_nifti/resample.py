@@ -12,10 +12,10 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.delayed import delayed
 
 from .accessor import axis_order, current_affine, find_index
 from .index import VoxelAffineIndex
@@ -51,17 +51,19 @@ def _target_grid(
             "target must be a Dataset/DataArray on a NIfTI grid or an (affine, shape) pair"
         ) from err
     if affine.shape != (4, 4) or len(shape) != 3:
-        raise ValueError(f"target needs a 4×4 affine and a 3-D shape, got {affine.shape} and {shape}")
+        raise ValueError(
+            f"target needs a 4×4 affine and a 3-D shape, got {affine.shape} and {shape}"
+        )
     geometry = NiftiGeometry(
         affine,
-        shape,  # type: ignore[arg-type]
+        shape,
         sform=affine,
         qform=affine,
         sform_code=source_geometry.sform_code or 2,
         qform_code=source_geometry.qform_code,
     )
     coords = xr.Coordinates.from_xindex(VoxelAffineIndex.from_geometry(geometry))
-    return affine, shape, coords, ("i", "j", "k")  # type: ignore[return-value]
+    return affine, shape, coords, ("i", "j", "k")
 
 
 def _resample_block(
@@ -88,11 +90,13 @@ def _resample_block(
     coords = np.where(np.abs(coords - nearest) < 1e-9, nearest, coords)
     extra_shape = source.shape[3:]
     out = np.empty(tuple(out_shape) + extra_shape, dtype=dtype)
-    flat_source = source.reshape(source.shape[:3] + (-1,))
-    flat_out = out.reshape(tuple(out_shape) + (-1,))
+    flat_source = source.reshape((*source.shape[:3], -1))
+    flat_out = out.reshape((*out_shape, -1))
     for n in range(flat_source.shape[3]):
         values = ndimage.map_coordinates(
-            np.asarray(flat_source[..., n], dtype=dtype if dtype.kind == "f" else flat_source.dtype),
+            np.asarray(
+                flat_source[..., n], dtype=dtype if dtype.kind == "f" else flat_source.dtype
+            ),
             coords,
             order=order,
             mode="constant",
@@ -104,7 +108,9 @@ def _resample_block(
 
 
 def _blocks(shape: Sequence[int], chunks: Sequence[int]) -> list[list[tuple[int, int]]]:
-    return [[(s, min(s + c, n)) for s in range(0, n, c)] for n, c in zip(shape, chunks, strict=True)]
+    return [
+        [(s, min(s + c, n)) for s in range(0, n, c)] for n, c in zip(shape, chunks, strict=True)
+    ]
 
 
 def resample_to(
@@ -139,7 +145,11 @@ def resample_to(
     if order == 0:
         dtype = np.dtype(obj.dtype)
     else:
-        dtype = np.dtype(np.float32 if np.dtype(obj.dtype).itemsize <= 4 and obj.dtype.kind != "c" else np.float64)
+        dtype = np.dtype(
+            np.float32
+            if np.dtype(obj.dtype).itemsize <= 4 and obj.dtype.kind != "c"
+            else np.float64
+        )
         if obj.dtype.kind == "f":
             dtype = np.dtype(obj.dtype)
     side = round(_BLOCK_VOXELS ** (1 / 3))
@@ -154,7 +164,9 @@ def resample_to(
         bounds = [spatial_blocks[a][block_id[a]] for a in range(3)]
         out_start = [b[0] for b in bounds]
         out_shape = [b[1] - b[0] for b in bounds]
-        corners = np.array(list(itertools.product(*[(b[0], b[1] - 1) for b in bounds])), dtype=float)
+        corners = np.array(
+            list(itertools.product(*[(b[0], b[1] - 1) for b in bounds])), dtype=float
+        )
         mapped = mapping[:3, :3] @ corners.T + mapping[:3, 3:4]
         low = np.maximum(np.floor(mapped.min(axis=1)).astype(int) - margin, 0)
         high = np.minimum(np.ceil(mapped.max(axis=1)).astype(int) + margin + 1, source_shape)
@@ -168,8 +180,11 @@ def resample_to(
                 slice(int(extra_starts[a][e]), int(extra_starts[a][e]) + extra_sizes[a])
                 for a, e in enumerate(extra_id)
             )
-            region = data[tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high, strict=True)) + extra_slices]
-            task = dask.delayed(_resample_block, pure=True)(
+            region = data[
+                tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high, strict=True))
+                + extra_slices
+            ]
+            task = delayed(_resample_block, pure=True)(
                 region, low.astype(float), mapping, out_start, out_shape, order, fill_value, dtype
             )
             rows[key] = da.from_delayed(task, shape=tuple(out_shape) + extra_sizes, dtype=dtype)
