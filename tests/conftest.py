@@ -123,3 +123,56 @@ def spatial_shapes(max_size: int = 6) -> st.SearchStrategy[tuple[int, int, int]]
     """Random small 3-D shapes."""
     side = st.integers(1, max_size)
     return st.tuples(side, side, side)
+
+
+# -- comparing NIfTI files with nibabel as the oracle (used by the writer tests) --------------
+
+
+def nifti_differences(expected: object, actual: object, *, layout: bool = False) -> list[str]:
+    """What differs between two NIfTI images (paths or nibabel images), read by nibabel.
+
+    Compares every header field (``vox_offset`` only with ``layout=True``;
+    ``magic`` only when both are single files or both pairs), the stored
+    dtype, the scaling, the raw voxel bits and the extensions.
+    """
+    a = nib.load(expected) if isinstance(expected, str | os.PathLike) else expected
+    b = nib.load(actual) if isinstance(actual, str | os.PathLike) else actual
+    ha, hb = a.header, b.header
+    differences = []
+    if type(ha) is not type(hb) and {type(ha), type(hb)} not in (
+        {nib.Nifti1Header, nib.nifti1.Nifti1PairHeader},
+        {nib.Nifti2Header, nib.nifti2.Nifti2PairHeader},
+    ):
+        differences.append(f"header class {type(ha).__name__} != {type(hb).__name__}")
+    skip = {"scl_slope", "scl_inter"}
+    if not layout:
+        skip.add("vox_offset")
+    if type(ha) is not type(hb):
+        skip.add("magic")
+    for field in ha:
+        if field in skip or field not in hb:
+            continue
+        va, vb = np.asarray(ha[field]), np.asarray(hb[field])
+        if va.dtype.kind == "f":
+            same = np.array_equal(va.astype(float), vb.astype(float), equal_nan=True)
+        else:
+            same = np.array_equal(va, vb)
+        if not same:
+            differences.append(f"{field}: {va!r} != {vb!r}")
+    if a.get_data_dtype() != b.get_data_dtype():
+        differences.append(f"dtype {a.get_data_dtype()} != {b.get_data_dtype()}")
+    for name in ("slope", "inter"):
+        sa, sb = getattr(a.dataobj, name), getattr(b.dataobj, name)
+        if not np.array_equal(np.float64(sa), np.float64(sb), equal_nan=True):
+            differences.append(f"{name} {sa} != {sb}")
+    raw_a = np.asanyarray(a.dataobj.get_unscaled())
+    raw_b = np.asanyarray(b.dataobj.get_unscaled())
+    if raw_a.shape != raw_b.shape or raw_a.dtype != raw_b.dtype:
+        differences.append(f"raw data {raw_a.shape} {raw_a.dtype} != {raw_b.shape} {raw_b.dtype}")
+    elif raw_a.tobytes() != raw_b.tobytes():
+        differences.append("raw voxel bits differ")
+    ext_a = [(e.get_code(), e.content) for e in getattr(ha, "extensions", [])]
+    ext_b = [(e.get_code(), e.content) for e in getattr(hb, "extensions", [])]
+    if ext_a != ext_b:
+        differences.append(f"extensions {ext_a!r} != {ext_b!r}")
+    return differences

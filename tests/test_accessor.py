@@ -101,3 +101,10 @@ def test_world_to_voxel_singular_affine() -> None:
     )
     with pytest.raises(ValueError, match="singular"):
         da.nifti.world_to_voxel(0, 0, 0)
+
+
+def test_dataset_geometry_follows_the_image_not_a_1d_variable(bold: xr.Dataset) -> None:
+    transposed = bold.transpose("k", "j", "i", "time")
+    mixed = xr.Dataset({"slice_times": ("k", np.arange(24.0)), "data": transposed.data})
+    assert mixed.nifti.axcodes == transposed.data.nifti.axcodes
+    np.testing.assert_allclose(mixed.nifti.affine, transposed.data.nifti.affine)

@@ -42,6 +42,7 @@ _IMAGE_SUFFIXES = (
     ".img",
 )
 TR_TOLERANCE = 1e-3  # seconds
+_INT64_LIMIT = 2**63  # larger JSON integers are stored as floats
 
 
 class BidsSidecarWarning(UserWarning):
@@ -90,13 +91,15 @@ def _attr_value(value: Any) -> Any:
         return None
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, int | float | str):
+    if isinstance(value, int):
+        return value if abs(value) < _INT64_LIMIT else float(value)
+    if isinstance(value, float | str):
         return value
     if isinstance(value, list) and value:
         if all(isinstance(v, str) for v in value):
             return list(value)
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-            if all(isinstance(v, int) for v in value):
+            if all(isinstance(v, int) and abs(v) < _INT64_LIMIT for v in value):
                 return [int(v) for v in value]
             return [float(v) for v in value]
     # Nested objects, lists of lists, mixed or empty lists: keep them as JSON text.
@@ -256,8 +259,9 @@ def sidecar_attrs(
     What the backend calls: :func:`read_sidecar`, then
     :func:`check_repetition_time` against ``header_attrs["repetition_time"]``.
     Returns an empty dict when there is no sidecar. Header attrs use
-    snake_case names and BIDS fields CamelCase, so adding one to the other
-    overwrites nothing.
+    snake_case names and BIDS fields CamelCase; should a sidecar field have
+    the name of a header attr anyway, the header's value wins (the field is
+    left out), so that ``attrs.update(...)`` never overwrites header fields.
 
     Examples
     --------
@@ -270,4 +274,4 @@ def sidecar_attrs(
     check_repetition_time(
         fields.get("RepetitionTime"), header_attrs.get("repetition_time"), os.fspath(path)
     )
-    return fields
+    return {key: value for key, value in fields.items() if key not in header_attrs}

@@ -15,17 +15,19 @@ from __future__ import annotations
 import bisect
 import zlib
 from dataclasses import dataclass
+from types import ModuleType
 from typing import IO, Any
 
 from ._errors import NiftiFormatError, NiftiTruncatedError
 
+_zlib: ModuleType
 try:  # zlib-ng is a dependency; zlib keeps working if a platform lacks its wheel
-    from zlib_ng import zlib_ng as _zlib
+    from zlib_ng import zlib_ng
 
-    _ZLIB_ERROR: tuple[type[Exception], ...] = (_zlib.error, zlib.error)
+    _zlib = zlib_ng
 except ImportError:  # pragma: no cover
     _zlib = zlib
-    _ZLIB_ERROR = (zlib.error,)
+_ZLIB_ERROR: tuple[type[BaseException], ...] = (_zlib.error, zlib.error)
 
 __all__ = ["GzipStream"]
 
@@ -224,4 +226,3 @@ class GzipStream:
         """Drop the inflate state and checkpoints (the file is closed by its owner)."""
         self._checkpoints.clear()
         self._checkpoint_positions.clear()
-

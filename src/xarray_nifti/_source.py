@@ -23,7 +23,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -68,6 +68,7 @@ _PARSE_ERRORS: tuple[type[BaseException], ...] = (
     zlib.error,
     gzip.BadGzipFile,
 )
+_PARSE_OR_OS_ERRORS: tuple[type[BaseException], ...] = (*_PARSE_ERRORS, OSError)
 
 
 @dataclass(frozen=True)
@@ -208,11 +209,12 @@ def _check_raw_header(name: str, head: bytes, *, single: bool) -> _RawHeader:
         (vox_offset,) = struct.unpack(e + "q", head[168:176])
         expected = b"n+2\x00"
     if layout.kind == "nifti2-badmagic" or (single and layout.kind not in ("nifti1", "nifti2")):
-        hint = (
-            " (it is the header of a .hdr/.img pair: open the .hdr file by path)"
-            if layout.kind in ("nifti1-pair", "nifti2-pair")
-            else ""
-        )
+        hint = {
+            "nifti1-pair": " (it is the header of a .hdr/.img pair: open the .hdr file by path)",
+            "nifti2-pair": " (it is the header of a .hdr/.img pair: open the .hdr file by path)",
+            "analyze": " (an Analyze 7.5 header has no magic; its data is in a separate .img "
+            "file: open the .hdr file by path)",
+        }.get(layout.kind, "")
         raise NiftiFormatError(
             f"{name}: wrong magic {bytes(magic)!r} in the header, expected {expected!r} for a "
             f"single-file image{hint}"
@@ -232,7 +234,7 @@ def _check_raw_header(name: str, head: bytes, *, single: bool) -> _RawHeader:
     codes = nib.analyze.data_type_codes if layout.kind == "analyze" else nib.nifti1.data_type_codes
     if code not in codes.code:
         raise NiftiFormatError(f"{name}: unknown datatype code {code} in the header")
-    dtype = np.dtype(codes.dtype[code])
+    dtype: np.dtype[Any] = np.dtype(cast(Any, codes.dtype[code]))
     if dtype.kind == "V" and dtype.fields is None:
         raise NiftiFormatError(
             f"{name}: datatype code {code} ({codes.label[code]}) in the header is not supported"
@@ -273,14 +275,18 @@ def _inflate_head(fileobj: IO[bytes], name: str, count: int) -> bytes:
             else:
                 data = inflater.unconsumed_tail
     except zlib.error as err:
-        raise NiftiFormatError(f"{name}: corrupt gzip stream at the start of the file: {err}") from err
+        raise NiftiFormatError(
+            f"{name}: corrupt gzip stream at the start of the file: {err}"
+        ) from err
     return bytes(out)
 
 
 def _read_head(fileobj: IO[bytes], name: str, count: int = _HEAD_BYTES) -> bytes:
     start = _peek(fileobj)
     if isinstance(start, str):
-        raise TypeError(f"{name}: the file object is open in text mode; open it with mode 'rb'")
+        raise TypeError(
+            f"{name}: the file object is open in text mode; open it in binary mode ('rb')"
+        )
     if start == _GZIP_MAGIC:
         return _inflate_head(fileobj, name, count)
     fileobj.seek(0)
@@ -361,12 +367,13 @@ def _check_shape(name: str, header: Any) -> tuple[int, ...]:
 
 def _check_dtype(name: str, header: Any) -> np.dtype[Any]:
     try:
-        return np.dtype(header.get_data_dtype())
+        dtype: np.dtype[Any] = np.dtype(header.get_data_dtype())
     except (HeaderDataError, KeyError, TypeError, ValueError) as err:
         code = int(header["datatype"]) if "datatype" in header else None
         raise NiftiFormatError(
             f"{name}: unknown or unsupported datatype code {code} in the header ({err})"
         ) from err
+    return dtype
 
 
 def _location(
@@ -404,16 +411,17 @@ def _location(
                 f"{offset} (dim {list(shape)}, {dtype}), but the file has only {size} bytes; "
                 "the file is truncated or its dims are wrong"
             )
-    elif end > _MAX_DEFLATE_RATIO * size:
-        what = (
-            f"header field vox_offset = {offset} is past the end of the data"
-            if offset > _MAX_DEFLATE_RATIO * size
-            else f"the header describes {location.nbytes} bytes of data at offset {offset} "
-            f"(dim {list(shape)}, {dtype})"
+    elif offset > _MAX_DEFLATE_RATIO * size:
+        raise NiftiFormatError(
+            f"{name}: header field vox_offset = {offset} is past the end of the file: a gzip "
+            f"file of {size} bytes cannot hold more than {_MAX_DEFLATE_RATIO * size} "
+            "uncompressed bytes"
         )
+    elif end > _MAX_DEFLATE_RATIO * size:
         raise NiftiTruncatedError(
-            f"{name}: {what}, but a gzip file of {size} bytes cannot hold more than "
-            f"{_MAX_DEFLATE_RATIO * size} uncompressed bytes; the file is truncated or its "
+            f"{name}: the header describes {location.nbytes} bytes of data at offset {offset} "
+            f"(dim {list(shape)}, {dtype}), but a gzip file of {size} bytes cannot hold more "
+            f"than {_MAX_DEFLATE_RATIO * size} uncompressed bytes; the file is truncated or its "
             "dims are wrong"
         )
     return location
@@ -575,6 +583,7 @@ def _open_pair_path(path: str) -> ImageSource:
         raise FileNotFoundError(
             f"{path}: the header file {header_path} of this header/image pair is missing"
         )
+    img: Any
     try:
         img = nib.load(path)
     except FileNotFoundError as err:
@@ -587,7 +596,7 @@ def _open_pair_path(path: str) -> ImageSource:
         ) from err
     except (PermissionError, IsADirectoryError):
         raise
-    except (*_PARSE_ERRORS, OSError) as err:
+    except _PARSE_OR_OS_ERRORS as err:
         raise NiftiFormatError(f"{path}: cannot parse the image header: {err}") from err
     _reject_non_nifti(path, img)
     header_file = (img.file_map.get("header") or img.file_map["image"]).filename
@@ -601,7 +610,7 @@ def _open_pair_path(path: str) -> ImageSource:
             header = img.header_class.from_fileobj(fobj)
         offset = int(img.dataobj.offset)
         slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
-    except (*_PARSE_ERRORS, OSError) as err:
+    except _PARSE_OR_OS_ERRORS as err:
         raise NiftiFormatError(f"{header_file}: cannot parse the image header: {err}") from err
     if _is_cifti(header):
         raise _cifti_error(path, header)
@@ -646,11 +655,6 @@ def _local_path_of(fileobj: Any) -> str | None:
 
 def _open_fileobj(fileobj: Any, name: str) -> ImageSource:
     head = _read_head(fileobj, name)
-    layout = _raw_layout(head)
-    if layout is not None and layout.kind in ("analyze", "nifti1-pair", "nifti2-pair"):
-        raise NiftiFormatError(
-            f"{name}: a {layout.kind} header needs its separate .img file; open the pair by path"
-        )
     size = _size_of(fileobj)
     return _open_single(name, fileobj, None, head, size)
 

@@ -31,20 +31,22 @@ def find_index(obj: xr.Dataset | xr.DataArray) -> VoxelAffineIndex:
     )
 
 
-def _data_dims(obj: xr.Dataset | xr.DataArray) -> tuple[Hashable, ...]:
+def _data_dims(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> tuple[Hashable, ...]:
+    """Dim order of the image: the first data variable with all the grid's dims."""
     if isinstance(obj, xr.DataArray):
         return tuple(obj.dims)
-    best: tuple[Hashable, ...] = tuple(obj.dims)
+    grid_dims = set(index.transform.dims)
     for var in obj.data_vars.values():
-        if len(var.dims) >= 1:
+        if grid_dims <= set(var.dims):
             return tuple(var.dims)
-    return best
+    name = index.transform.coord_names[0]
+    return tuple(obj[name].dims) if name in obj.coords else tuple(obj.dims)
 
 
 def axis_order(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> list[int]:
     """Voxel axes of the index in the object's dim order, then dropped axes."""
     t = index.transform
-    dims = _data_dims(obj)
+    dims = _data_dims(obj, index)
     present = [a for a in t.present_axes if t.axis_dims[a] in dims]
     present.sort(key=lambda a: dims.index(t.axis_dims[a]))
     present += [a for a in t.present_axes if a not in present]
@@ -140,7 +142,7 @@ class _NiftiAccessor(Generic[T_Xarray]):
         >>> path = os.path.join(data_path, "anatomical.nii")
         >>> ds = xr.open_dataset(path, engine="nifti")
         >>> [round(float(c), 2) for c in ds.nifti.voxel_to_world(0, 0, 0)]
-        [-28.0, -40.0, -21.5]
+        [32.0, -40.0, -16.0]
         """
         a = self.affine
         return tuple(
@@ -160,7 +162,7 @@ class _NiftiAccessor(Generic[T_Xarray]):
         >>> from nibabel.testing import data_path
         >>> path = os.path.join(data_path, "anatomical.nii")
         >>> ds = xr.open_dataset(path, engine="nifti")
-        >>> ds.nifti.world_to_voxel(-28.0, -40.0, -21.5, round=True)
+        >>> ds.nifti.world_to_voxel(32.0, -40.0, -16.0, round=True)
         (0, 0, 0)
         """
         a = self.affine

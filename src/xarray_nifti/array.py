@@ -92,10 +92,17 @@ class _MappedReader(_Reader):
         out[:] = self._map[offset : offset + len(out)]
 
     def read_region(self, selection: Sequence[tuple[int, int, int]]) -> np.ndarray:
-        self._check_size()
         loc = self.location
-        view = np.ndarray(loc.shape, dtype=loc.dtype, buffer=self._map, offset=loc.offset, order="F")
-        key = tuple(slice(start, start + (count - 1) * step + 1, step) for start, count, step in selection)
+        counts = tuple(count for _, count, _ in selection)
+        if 0 in counts:
+            return np.empty(counts, dtype=loc.dtype, order="F")
+        self._check_size()
+        view = np.ndarray(
+            loc.shape, dtype=loc.dtype, buffer=self._map, offset=loc.offset, order="F"
+        )
+        key = tuple(
+            slice(start, start + (count - 1) * step + 1, step) for start, count, step in selection
+        )
         return np.array(view[key], order="K")
 
     def close(self) -> None:
@@ -144,8 +151,15 @@ class _GzipReader(_Reader):
             self._fileobj.close()
 
 
-def open_reader(location: DataLocation) -> _Reader:
-    """Open the per-process reader for ``location`` (the file manager's opener)."""
+def open_reader(location: DataLocation, mode: str = "rb") -> _Reader:
+    """Open the per-process reader for ``location`` (the file manager's opener).
+
+    ``mode`` is always ``"rb"``; it is passed explicitly because xarray's
+    ``CachingFileManager`` loses its "no mode" sentinel when it is pickled into
+    another process and then passes ``mode=<omitted>`` to the opener.
+    """
+    if mode != "rb":
+        raise ValueError(f"{location.name}: NIfTI data is opened read-only, not {mode!r}")
     fileobj, owned = location.fileobj, False
     if location.path is not None:
         if location.compression is None:
@@ -188,7 +202,7 @@ def read_region(
     # range on axis p-1.
     split, needed = 0, 1
     for axis in range(ndim):
-        start, count, step = selection[axis]
+        _, count, step = selection[axis]
         box = strides[axis] * ((count - 1) * step + 1)
         needed_here = needed * count
         if box * itemsize > max(_SPAN_WASTE * needed_here * itemsize, _SPAN_FLOOR) and axis > 0:
@@ -196,11 +210,15 @@ def read_region(
         split, needed = axis + 1, needed_here
 
     inner_shape = [*shape[: split - 1], (counts[split - 1] - 1) * selection[split - 1][2] + 1]
-    inner_key = tuple(
-        slice(start, start + (count - 1) * step + 1, step) for start, count, step in selection[: split - 1]
-    ) + (slice(None, None, selection[split - 1][2]),)
+    inner_key = (
+        *(
+            slice(start, start + (count - 1) * step + 1, step)
+            for start, count, step in selection[: split - 1]
+        ),
+        slice(None, None, selection[split - 1][2]),
+    )
     buffer = np.empty(int(np.prod(inner_shape)), dtype=dtype)
-    raw = memoryview(buffer.view(np.uint8))
+    raw = buffer.view(np.uint8).data
     box_view = buffer.reshape(inner_shape, order="F")[inner_key]
     first_inner = selection[split - 1][0] * strides[split - 1]
 
@@ -214,10 +232,11 @@ def read_region(
         outer = tuple(reversed(combo))
         flat = first_inner + sum(i * strides[a] for i, a in zip(outer, outer_axes, strict=True))
         read_into(location.offset + flat * itemsize, raw)
-        position = tuple(
+        position: tuple[int, ...] = tuple(
             (i - selection[a][0]) // selection[a][2] for i, a in zip(outer, outer_axes, strict=True)
         )
-        out[(Ellipsis, *position)] = box_view
+        where: tuple[Any, ...] = (Ellipsis, *position)
+        out[where] = box_view
     return out
 
 
@@ -243,9 +262,19 @@ class NiftiBackendArray(BackendArray):
         key = location.cache_key()
         # One lock per file and process: the shared reader's seek/inflate state is not thread-safe.
         self._lock = SerializableLock(token=key)
-        self._manager = CachingFileManager(open_reader, location, manager_id=key, lock=False)
+        self._manager = CachingFileManager(
+            open_reader, location, mode="rb", manager_id=key, lock=False
+        )
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
+        # xarray's slice decomposition fails (IndexError) on empty slices with a
+        # negative step, e.g. ``[:-1:-1]``: give it the equivalent empty slice.
+        parts = tuple(
+            slice(0, 0, 1) if isinstance(k, slice) and not len(range(n)[k]) else k
+            for k, n in zip(key.tuple, self.shape, strict=True)
+        )
+        if parts != key.tuple:
+            key = type(key)(parts)
         return indexing.explicit_indexing_adapter(
             key, self.shape, indexing.IndexingSupport.BASIC, self._getitem
         )
@@ -267,8 +296,10 @@ class NiftiBackendArray(BackendArray):
                 index = int(k) % size
                 selection.append((index, 1, 1))
                 post.append(0)
-        with self._lock:
-            reader = self._manager.acquire(needs_lock=False)
+        # The per-file lock serialises the shared reader's seek/inflate state;
+        # acquire_context pins the reader so that another file's open cannot
+        # close it (LRU eviction) in the middle of this read.
+        with self._lock, self._manager.acquire_context(needs_lock=False) as reader:
             block = reader.read_region(selection)
         block = _native(block)[tuple(post)]
         if self._channels:
@@ -280,4 +311,3 @@ class NiftiBackendArray(BackendArray):
         """Close this process's reader of the file (waits for a read in progress)."""
         with self._lock:
             self._manager.close(needs_lock=False)
-

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import numpy as np
 import xarray as xr
 from xarray.backends import BackendEntrypoint
+from xarray.coding.common import lazy_elemwise_func
 from xarray.coding.variables import CFScaleOffsetCoder
 from xarray.core import indexing
 
+from ._errors import NiftiFormatError
 from ._metadata import (
     DIM_NAMES,
     attrs_from_header,
@@ -20,7 +23,6 @@ from ._metadata import (
     geometry_from_header,
     time_values,
 )
-from ._errors import NiftiFormatError
 from ._source import ImageSource, open_source, sniff_format
 from .array import NiftiBackendArray
 from .index import VoxelAffineIndex
@@ -54,7 +56,27 @@ def _scaling(source: ImageSource) -> tuple[Any, Any] | None:
     return float_type(slope), float_type(inter)
 
 
-def _preferred_chunks(dims: tuple[str, ...], shape: tuple[int, ...], itemsize: int) -> dict[str, int]:
+def _scale_complex(data: np.ndarray, scale_factor: float, add_offset: float) -> np.ndarray:
+    out = data.astype(np.complex128, copy=True)
+    out *= scale_factor
+    out += add_offset
+    return out
+
+
+def _decode_complex(variable: xr.Variable) -> xr.Variable:
+    """Lazy scaling of complex data (xarray's CF decoder would drop the imaginary part)."""
+    attrs, encoding = dict(variable.attrs), dict(variable.encoding)
+    scale_factor = float(attrs.pop("scale_factor"))
+    add_offset = float(attrs.pop("add_offset"))
+    encoding.update(scale_factor=scale_factor, add_offset=add_offset)
+    transform = partial(_scale_complex, scale_factor=scale_factor, add_offset=add_offset)
+    data = lazy_elemwise_func(variable._data, transform, np.complex128)
+    return xr.Variable(variable.dims, data, attrs, encoding)
+
+
+def _preferred_chunks(
+    dims: tuple[str, ...], shape: tuple[int, ...], itemsize: int
+) -> dict[str, int]:
     chunks = {dim: 1 for dim in dims[3:] if dim != "rgb"}
     if "k" in dims:
         channels = shape[-1] if dims[-1] == "rgb" else 1
@@ -80,7 +102,9 @@ def dataset_from_source(
     scaling = _scaling(source)
     if scaling is not None:
         variable.attrs["scale_factor"], variable.attrs["add_offset"] = scaling
-        if mask_and_scale:
+        if mask_and_scale and source.data.dtype.kind == "c":
+            variable = _decode_complex(variable)
+        elif mask_and_scale:
             variable = CFScaleOffsetCoder().decode(variable, name=var_name)
     decoded_itemsize = np.dtype(variable.dtype).itemsize
     variable.encoding["preferred_chunks"] = _preferred_chunks(dims, array.shape, decoded_itemsize)
@@ -91,7 +115,9 @@ def dataset_from_source(
         times = time_values(header, shape[3])
         if times is not None:
             coords = coords.assign(
-                time=xr.Variable("time", times, attrs={"units": "s", "long_name": "acquisition time"})
+                time=xr.Variable(
+                    "time", times, attrs={"units": "s", "long_name": "acquisition time"}
+                )
             )
     dataset = xr.Dataset({var_name: variable}, coords=coords)
     dataset.set_close(array.close)

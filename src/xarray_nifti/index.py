@@ -11,9 +11,15 @@ from xarray.core.indexing import CoordinateTransformIndexingAdapter, IndexSelRes
 from xarray.indexes import CoordinateTransformIndex, Index
 
 from .affine import Indexer
-from .transform import SPATIAL_DIMS, WORLD_COORDS, NiftiGeometry, VoxelAffineTransform
+from .transform import (
+    GRID_TOLERANCE_MM,
+    SPATIAL_DIMS,
+    WORLD_COORDS,
+    NiftiGeometry,
+    VoxelAffineTransform,
+)
 
-__all__ = ["VoxelAffineIndex", "grid_mismatch_message"]
+__all__ = ["VoxelAffineIndex", "WorldCoordinateVariable", "grid_mismatch_message"]
 
 #: Attributes of the lazy world coordinates.
 WORLD_COORD_ATTRS: dict[str, dict[str, str]] = {
@@ -68,10 +74,11 @@ class WorldCoordinateVariable(xr.Variable):
         return bool(super().equals(other, equiv=equiv))
 
 
-def _describe(geometry: NiftiGeometry, dims: Sequence[str | None]) -> str:
+def _describe(geometry: NiftiGeometry, dims: Sequence[str | None], source: str | None) -> str:
     rows = np.array2string(geometry.affine, precision=4, suppress_small=True)
     named = ", ".join(f"{d or '-'}={n}" for d, n in zip(dims, geometry.shape, strict=True))
-    return f"shape ({named}), space {geometry.space}, affine\n{rows}"
+    origin = f"{source}: " if source else ""
+    return f"{origin}shape ({named}), space {geometry.space}, affine\n{rows}"
 
 
 def grid_mismatch_message(
@@ -79,12 +86,17 @@ def grid_mismatch_message(
     right: NiftiGeometry,
     left_dims: Sequence[str | None] = SPATIAL_DIMS,
     right_dims: Sequence[str | None] = SPATIAL_DIMS,
+    left_source: str | None = None,
+    right_source: str | None = None,
 ) -> str:
-    """Explain why two grids cannot be combined, and what to do about it."""
+    """Explain why two grids cannot be combined, and what to do about it.
+
+    ``left_source``/``right_source`` name the files the grids come from, if known.
+    """
     return (
         "cannot combine images on different voxel grids:\n"
-        f"first:  {_describe(left, left_dims)}\n"
-        f"second: {_describe(right, right_dims)}\n"
+        f"first:  {_describe(left, left_dims, left_source)}\n"
+        f"second: {_describe(right, right_dims, right_source)}\n"
         "Resample one onto the other's grid first, e.g. "
         "`moving.nifti.resample_to(reference)`."
     )
@@ -106,10 +118,19 @@ class VoxelAffineIndex(CoordinateTransformIndex):
     looked at.
 
     * ``isel`` with integers and slices (any step) keeps the index and
-      derives the new affine exactly; fancy (array) indexing drops it.
+      derives the new affine exactly; fancy (array) indexing drops it, and so
+      does selecting a single voxel (the world position stays in the scalar
+      ``x, y, z`` coordinates).
     * ``sel(x=..., y=..., z=..., method="nearest")`` finds the voxel nearest
-      to world points and raises ``KeyError`` outside the field of view.
-    * Objects on different grids refuse to align with a ``ValueError``.
+      to world points and raises ``KeyError`` outside the field of view. A
+      2-D grid left by integer selection is one voxel thick: points farther
+      than half a voxel from its plane are outside.
+    * Objects on different grids refuse to align with a ``ValueError``; grids
+      whose affines differ by at most ``GRID_TOLERANCE_MM`` are the same grid.
+    * ``repr``, ``isel``, ``chunk``, pickling, dask tokenising and the
+      equality checks of ``concat``/``merge`` never compute the coordinate
+      grid (see :class:`WorldCoordinateVariable`). Loading or computing an
+      object loads its coordinates, like any other xarray coordinate.
 
     Examples
     --------
@@ -133,9 +154,13 @@ class VoxelAffineIndex(CoordinateTransformIndex):
         geometry: NiftiGeometry,
         axis_dims: Sequence[str | None] = SPATIAL_DIMS,
         coord_names: Sequence[Hashable] = WORLD_COORDS,
+        source: str | None = None,
     ) -> VoxelAffineIndex:
-        """Index for ``geometry`` with the given dimension and coordinate names."""
-        return cls(VoxelAffineTransform(geometry, axis_dims, coord_names))
+        """Index for ``geometry`` with the given dimension and coordinate names.
+
+        ``source`` (the file name) is only used to name the file in errors.
+        """
+        return cls(VoxelAffineTransform(geometry, axis_dims, coord_names, source))
 
     @property
     def geometry(self) -> NiftiGeometry:
@@ -173,12 +198,16 @@ class VoxelAffineIndex(CoordinateTransformIndex):
             data._transform, VoxelAffineTransform
         ):
             old = data._transform
-            if old.present_axes == t.present_axes and set(var.dims) == set(old.dims):
+            if set(var.dims) == set(old.dims):
                 axes = [old.axis_dims.index(str(d)) for d in var.dims]
-                return tuple(str(t.axis_dims[a]) for a in axes)
+                kept = [a for a in axes if a in t.present_axes]
+                if sorted(kept) == list(t.present_axes):
+                    return tuple(str(t.axis_dims[a]) for a in kept)
             return default
-        if set(var.dims) == set(default):
-            return tuple(str(d) for d in var.dims)
+        # after `isel` the old variable may still have a dropped dim
+        kept_dims = tuple(str(d) for d in var.dims if d in default)
+        if set(kept_dims) == set(default):
+            return kept_dims
         return default
 
     # -- selection -------------------------------------------------------------
@@ -304,9 +333,28 @@ class VoxelAffineIndex(CoordinateTransformIndex):
 
     # -- alignment -------------------------------------------------------------
     def equals(self, other: Index, *, exclude: frozenset[Hashable] | None = None) -> bool:
+        """Whether ``other`` is the same grid (within ``GRID_TOLERANCE_MM``).
+
+        With ``exclude`` (dims left out of an alignment, e.g. the dim of a
+        ``concat``), only the other axes' sizes and directions are compared.
+        """
         if not isinstance(other, VoxelAffineIndex):
             return False
-        return self.transform.equals(other.transform)
+        t, o = self.transform, other.transform
+        excluded = {str(d) for d in exclude or ()} & set(t.dims)
+        if not excluded:
+            return t.equals(o)
+        if t.axis_dims != o.axis_dims or t.geometry.code != o.geometry.code:
+            return False
+        axes = [a for a in t.present_axes if t.axis_dims[a] not in excluded]
+        return all(t.geometry.shape[a] == o.geometry.shape[a] for a in axes) and bool(
+            np.allclose(
+                t.geometry.affine[:3, axes],
+                o.geometry.affine[:3, axes],
+                rtol=0.0,
+                atol=GRID_TOLERANCE_MM,
+            )
+        )
 
     def _mismatch(self, other: Index) -> ValueError:
         if isinstance(other, VoxelAffineIndex):
@@ -316,6 +364,8 @@ class VoxelAffineIndex(CoordinateTransformIndex):
                     other.geometry,
                     self.transform.axis_dims,
                     other.transform.axis_dims,
+                    self.transform.source,
+                    other.transform.source,
                 )
             )
         return ValueError(

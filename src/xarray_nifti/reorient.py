@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import xarray as xr
 
-from .accessor import axis_order, current_affine, find_index
+from .accessor import find_index
 from .affine import orientation_plan
 
 __all__ = ["reorient"]
@@ -41,10 +41,17 @@ def reorient(obj: T_Xarray, axcodes: str | Sequence[str]) -> T_Xarray:
             "reorientation needs all three spatial dims; this grid has only "
             f"{list(transform.dims)} (an integer selection dropped the others)"
         )
-    order_axes = axis_order(obj, index)
-    names = [str(transform.axis_dims[a]) for a in order_axes]
-    shape = [index.geometry.shape[a] for a in order_axes]
-    order, flips, _ = orientation_plan(current_affine(obj, index), axcodes, shape)
+    spatial = [str(d) for d in transform.dims]
+    layout = _layout(obj, spatial)
+    # spatial dims in the order of the data (file order if no variable has all three)
+    names = [str(d) for d in layout if d in spatial]
+    if len(names) != 3:
+        names, layout = spatial, list(spatial)
+    axes: list[int] = [transform.axis_dims.index(name) for name in names]
+    geometry = index.geometry
+    affine = geometry.affine[:, [*axes, 3]]
+    shape = [geometry.shape[a] for a in axes]
+    order, flips, _ = orientation_plan(affine, axcodes, shape)
     flipped = obj.isel(
         {name: slice(None, None, -1) for name, flip in zip(names, flips, strict=True) if flip}
     )
@@ -52,8 +59,8 @@ def reorient(obj: T_Xarray, axcodes: str | Sequence[str]) -> T_Xarray:
     if new_order == names:
         return flipped
     replacements = iter(new_order)
-    layout = [next(replacements) if dim in names else dim for dim in _layout(obj, names)]
-    transposed = flipped.transpose(*layout, ...)
+    new_layout = [next(replacements) if dim in names else dim for dim in layout]
+    transposed = flipped.transpose(*new_layout, ...)
     # Dims keep positional names: the first spatial dim is always "i", etc.
     temporary = {name: f"__reorient_{name}" for name in names}
     final = {f"__reorient_{old}": new for old, new in zip(new_order, names, strict=True)}

@@ -141,6 +141,9 @@ class VoxelAffineTransform(CoordinateTransform):
         from a 2-D file).
     coord_names
         Names of the world coordinates.
+    source
+        Name of the file the grid comes from, for error messages only: it
+        survives slicing and renaming and plays no part in equality or tokens.
 
     Examples
     --------
@@ -151,12 +154,14 @@ class VoxelAffineTransform(CoordinateTransform):
 
     geometry: NiftiGeometry
     axis_dims: tuple[str | None, str | None, str | None]
+    source: str | None
 
     def __init__(
         self,
         geometry: NiftiGeometry,
         axis_dims: Sequence[str | None] = SPATIAL_DIMS,
         coord_names: Sequence[Hashable] = WORLD_COORDS,
+        source: str | None = None,
     ) -> None:
         dims = tuple(axis_dims)
         if len(dims) != 3:
@@ -167,6 +172,7 @@ class VoxelAffineTransform(CoordinateTransform):
         super().__init__(tuple(coord_names), sizes, dtype=np.dtype(np.float64))
         self.geometry = geometry
         self.axis_dims = (dims[0], dims[1], dims[2])
+        self.source = source
 
     # -- helpers -------------------------------------------------------------
     @property
@@ -179,7 +185,10 @@ class VoxelAffineTransform(CoordinateTransform):
     ) -> VoxelAffineTransform:
         """The same geometry with other dimension or coordinate names."""
         return type(self)(
-            self.geometry, axis_dims, self.coord_names if coord_names is None else coord_names
+            self.geometry,
+            axis_dims,
+            self.coord_names if coord_names is None else coord_names,
+            self.source,
         )
 
     def isel(self, indexers: Mapping[str, Indexer]) -> VoxelAffineTransform:
@@ -196,7 +205,10 @@ class VoxelAffineTransform(CoordinateTransform):
             for name, keep in zip(self.axis_dims, kept, strict=True)
         )
         return type(self)(
-            self.geometry.transformed(voxel_transform, shape), new_dims, self.coord_names
+            self.geometry.transformed(voxel_transform, shape),
+            new_dims,
+            self.coord_names,
+            self.source,
         )
 
     # -- CoordinateTransform API -----------------------------------------------

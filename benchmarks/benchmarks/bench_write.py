@@ -1,0 +1,63 @@
+"""Write benchmarks: ``.nifti.to_nifti`` to ``.nii`` and ``.nii.gz`` vs ``nib.save``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import ClassVar
+
+import nibabel as nib
+import numpy as np
+
+from ._inputs import KINDS, Inputs, open_ours, require
+
+
+class Save(Inputs):
+    """Save the 4-D series: from memory, and streamed from a lazy ``.nii.gz``."""
+
+    params: ClassVar[list[str]] = KINDS
+    param_names: ClassVar[list[str]] = ["kind"]
+
+    def setup(self, paths: dict[str, str], kind: str) -> None:
+        """Load the series into memory (ours and nibabel); skip if ``to_nifti`` is missing."""
+        self.loaded = open_ours(paths["bold.nii"]).load()
+        require(self.loaded["data"].nifti, "to_nifti")
+        img = nib.load(paths["bold.nii"], mmap=False)
+        self.img = nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
+        self.out_dir = tempfile.mkdtemp(prefix="asv-save-")
+        self.out = os.path.join(self.out_dir, f"out.{kind}")
+
+    def teardown(self, paths: dict[str, str], kind: str) -> None:
+        """Remove the outputs."""
+        for name in os.listdir(self.out_dir):
+            os.unlink(os.path.join(self.out_dir, name))
+        os.rmdir(self.out_dir)
+
+    def time_to_nifti_in_memory(self, paths: dict[str, str], kind: str) -> None:
+        """``.nifti.to_nifti`` of in-memory data."""
+        self.loaded["data"].nifti.to_nifti(self.out)
+
+    def time_nib_save_in_memory(self, paths: dict[str, str], kind: str) -> None:
+        """``nib.save`` of an in-memory image (zlib level 1 for ``.nii.gz``)."""
+        nib.save(self.img, self.out)
+
+    def time_to_nifti_streamed(self, paths: dict[str, str], kind: str) -> None:
+        """Lazy ``.nii.gz`` source (``chunks={}``) streamed to the output."""
+        ds = open_ours(paths["bold.nii.gz"], chunks={})
+        ds["data"].nifti.to_nifti(self.out)
+        ds.close()
+
+    def peakmem_to_nifti_streamed(self, paths: dict[str, str], kind: str) -> None:
+        """Peak RSS of the streamed save."""
+        ds = open_ours(paths["bold.nii.gz"], chunks={})
+        ds["data"].nifti.to_nifti(self.out)
+        ds.close()
+
+    def track_gz_size_ratio(self, paths: dict[str, str], kind: str) -> float:
+        """Output size of ``to_nifti`` relative to ``nib.save`` (target ≤ 1.1 for gzip)."""
+        self.loaded["data"].nifti.to_nifti(self.out)
+        ours = os.path.getsize(self.out)
+        nib.save(self.img, self.out)
+        return ours / os.path.getsize(self.out)
+
+    track_gz_size_ratio.unit = "ratio"  # type: ignore[attr-defined]

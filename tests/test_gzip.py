@@ -1,0 +1,225 @@
+"""``GzipStream``: random access into (multi-member) gzip files, integrity, bounded inflation."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xarray_nifti import NiftiFormatError, NiftiTruncatedError, _gzip
+from xarray_nifti._gzip import GzipStream
+
+SIZE = 300_000
+
+
+def _payload(size: int = SIZE, seed: int = 0) -> bytes:
+    """Compressible but not trivial bytes (a noisy ramp)."""
+    rng = np.random.default_rng(seed)
+    ramp = (np.arange(size) // 7 % 251).astype(np.uint8)
+    noise = (rng.random(size) < 0.05) * rng.integers(0, 255, size)
+    return (ramp ^ noise.astype(np.uint8)).tobytes()
+
+
+PAYLOAD = _payload()
+SINGLE = gzip.compress(PAYLOAD, compresslevel=6)
+# members of uneven sizes, one empty, one stored without compression
+MULTI = b"".join(
+    [
+        gzip.compress(PAYLOAD[:1000]),
+        gzip.compress(b""),
+        gzip.compress(PAYLOAD[1000:123_457], compresslevel=1),
+        gzip.compress(PAYLOAD[123_457:123_458]),
+        gzip.compress(PAYLOAD[123_458:], compresslevel=0),
+    ]
+)
+
+
+def _stream(blob: bytes, data_end: int = SIZE, spacing: int | None = 4096) -> GzipStream:
+    stream = GzipStream(io.BytesIO(blob), "test.nii.gz", data_end)
+    if spacing is not None:
+        stream.spacing = spacing  # many checkpoints in little data
+    return stream
+
+
+def _read(stream: GzipStream, offset: int, size: int) -> bytes:
+    out = bytearray(size)
+    stream.read_into(offset, memoryview(out))
+    return bytes(out)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    blob=st.sampled_from([SINGLE, MULTI]),
+    reads=st.lists(
+        st.tuples(st.integers(0, SIZE - 1), st.integers(0, 40_000)), min_size=1, max_size=8
+    ),
+    spacing=st.sampled_from([None, 1000, 65_536]),
+)
+def test_random_reads_equal_the_bytes(
+    blob: bytes, reads: list[tuple[int, int]], spacing: int | None
+) -> None:
+    stream = _stream(blob, spacing=spacing)
+    for offset, size in reads:
+        size = min(size, SIZE - offset)
+        assert _read(stream, offset, size) == PAYLOAD[offset : offset + size]
+
+
+def test_backward_and_forward_jumps_use_checkpoints() -> None:
+    stream = _stream(SINGLE, spacing=10_000)
+    assert _read(stream, SIZE - 10, 10) == PAYLOAD[-10:]
+    assert len(stream._checkpoints) >= SIZE // 10_000
+    inflated: list[int] = []
+    original = stream._inflate
+
+    def counting(max_out: int) -> bytes:
+        out = original(max_out)
+        inflated.append(len(out))
+        return out
+
+    stream._inflate = counting  # type: ignore[method-assign]
+    assert _read(stream, 150_000, 100) == PAYLOAD[150_000:150_100]
+    assert sum(inflated) <= 10_000 + 100  # one checkpoint interval, not the whole prefix
+    inflated.clear()
+    assert _read(stream, 280_000, 100) == PAYLOAD[280_000:280_100]
+    assert sum(inflated) <= 10_000 + 100
+
+
+def test_read_of_nothing_and_past_the_end() -> None:
+    stream = _stream(SINGLE)
+    assert _read(stream, 5, 0) == b""
+    with pytest.raises(ValueError, match="past the image data"):
+        _read(stream, SIZE - 5, 10)
+
+
+def test_multi_member_with_trailing_garbage() -> None:
+    blob = MULTI + b"\x00" * 100  # zero padding after the last member (seen in the wild)
+    stream = _stream(blob)
+    assert _read(stream, 0, SIZE) == PAYLOAD
+
+
+def _flip(blob: bytes, position: int) -> bytes:
+    damaged = bytearray(blob)
+    damaged[position] ^= 0xFF
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("where", ["crc", "isize"])
+def test_corrupt_trailer_raises_at_read_time(where: str) -> None:
+    blob = _flip(SINGLE, len(SINGLE) - (8 if where == "crc" else 2))
+    stream = _stream(blob)  # constructing reads nothing
+    assert _read(stream, 0, 1000) == PAYLOAD[:1000]  # reads short of the end work
+    with pytest.raises(NiftiFormatError, match=r"test\.nii\.gz.*(checksum|corrupt)") as info:
+        _read(stream, SIZE - 100, 100)
+    assert type(info.value) is NiftiFormatError
+    assert _read(stream, 5, 10) == PAYLOAD[5:15]  # the stream stays usable
+
+
+def test_corrupt_member_in_the_middle_of_a_multi_member_file() -> None:
+    first = gzip.compress(PAYLOAD[:100_000])
+    blob = _flip(first, len(first) - 6) + gzip.compress(PAYLOAD[100_000:])
+    stream = _stream(blob)
+    with pytest.raises(NiftiFormatError, match="corrupt"):
+        _read(stream, 150_000, 10)
+
+
+def test_corrupt_deflate_data() -> None:
+    blob = SINGLE[:20] + bytes(range(256)) * 4 + SINGLE[20 + 1024 :]
+    with pytest.raises(NiftiFormatError, match=r"test\.nii\.gz") as info:
+        _read(_stream(blob), 0, SIZE)
+    assert "corrupt" in str(info.value) or "checksum" in str(info.value)
+
+
+@pytest.mark.parametrize("keep", [10, 1000, len(SINGLE) // 2, len(SINGLE) - 4])
+def test_truncated_stream(keep: int) -> None:
+    stream = _stream(SINGLE[:keep])
+    with pytest.raises(NiftiTruncatedError, match=r"test\.nii\.gz.*truncated"):
+        _read(stream, 0, SIZE)
+
+
+def test_stream_shorter_than_data_end() -> None:
+    stream = _stream(SINGLE, data_end=SIZE + 10)
+    with pytest.raises(NiftiTruncatedError, match="truncated"):
+        _read(stream, SIZE - 5, 10)
+
+
+class _Recording(GzipStream):
+    """Records the largest uncompressed position ever reached."""
+
+    max_out = 0
+
+    def _step(self, max_out: int) -> tuple[bytes, bool]:
+        result = super()._step(max_out)
+        self.max_out = max(self.max_out, self._out_pos)
+        return result
+
+
+def test_inflation_is_bounded_by_data_end() -> None:
+    data_end = 200_000
+    blob = gzip.compress(PAYLOAD[:data_end] + bytes(64 << 20))  # 64 MiB of zeros after the data
+    stream = _Recording(io.BytesIO(blob), "big.nii.gz", data_end)
+    assert _read(stream, data_end - 1000, 1000) == PAYLOAD[data_end - 1000 : data_end]
+    assert _read(stream, 0, 10) == PAYLOAD[:10]
+    assert stream.max_out <= data_end + _gzip._TRAILER_SLACK
+
+
+def test_inflation_stops_at_data_end_without_trailer_look() -> None:
+    stream = _Recording(io.BytesIO(SINGLE), "x.nii.gz", SIZE)
+    _read(stream, 1000, 5000)
+    assert stream.max_out <= 6000
+
+
+def test_zlib_fallback_is_compatible() -> None:
+    """Checkpoints need copyable inflate objects: true for zlib-ng and for zlib."""
+    inflater = _gzip._zlib.decompressobj(31)
+    inflater.decompress(SINGLE[:1000], 100)
+    assert inflater.copy() is not None
+    assert zlib.decompressobj(31).copy() is not None
+
+
+def test_thread_safety_through_the_dataset(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    data = rng.integers(-1000, 1000, size=(20, 18, 12, 24), dtype=np.int16)
+    path = tmp_path / "bold.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    errors: list[BaseException] = []
+    with xr.open_dataset(path, engine="nifti", cache=False) as ds:
+        var = ds["data"]
+
+        def worker(seed: int) -> None:
+            local = np.random.default_rng(seed)
+            try:
+                for _ in range(15):
+                    t = int(local.integers(0, data.shape[3]))
+                    k = slice(int(local.integers(0, 6)), int(local.integers(6, 12)))
+                    np.testing.assert_array_equal(var.isel(time=t, k=k).values, data[:, :, k, t])
+            except BaseException as err:
+                errors.append(err)
+
+        threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[0]
+
+
+def test_thread_safety_with_dask_chunks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    data = rng.integers(0, 3000, size=(16, 16, 10, 30), dtype=np.uint16)
+    path = tmp_path / "bold.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    order = rng.permutation(30)
+    with xr.open_dataset(path, engine="nifti", chunks={}) as ds:
+        shuffled = ds["data"].isel(time=order)
+        result: Any = shuffled.compute(scheduler="threads", num_workers=8)
+    np.testing.assert_array_equal(result.values, data[..., order])

@@ -1,0 +1,267 @@
+"""Lazy reorientation (``.nifti.to_canonical()`` / ``.nifti.reorient()``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import nibabel as nib
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nibabel.affines import apply_affine
+
+from conftest import affines, grid_dataset, oblique_affine, spatial_shapes
+from xarray_nifti import VoxelAffineIndex
+
+SETTINGS = settings(max_examples=60, deadline=None)
+CODES = ["RAS", "LPS", "LAS", "ASR", "IPL", "SRA", "PIR"]
+
+
+def raising_scheduler(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("reorientation computed something")
+
+
+def the_index(obj: xr.Dataset | xr.DataArray) -> VoxelAffineIndex:
+    (index,) = [i for i in obj.xindexes.get_unique() if isinstance(i, VoxelAffineIndex)]
+    return index
+
+
+def world(obj: xr.Dataset | xr.DataArray) -> np.ndarray:
+    """x, y, z as one (i, j, k, 3) array in the object's spatial dim order."""
+    dims = obj["data"].dims if isinstance(obj, xr.Dataset) else obj.dims
+    spatial = [d for d in dims if d in obj["x"].dims]
+    return np.stack([obj[n].transpose(*spatial).values for n in "xyz"], -1)
+
+
+def nibabel_image(ds: xr.Dataset) -> nib.Nifti1Image:
+    g = the_index(ds).geometry
+    img = nib.Nifti1Image(np.asarray(ds.data.values), g.affine)
+    img.set_sform(g.sform, g.sform_code)
+    img.set_qform(g.qform, g.qform_code)
+    return img
+
+
+def check_world_positions(original: xr.Dataset, out: xr.Dataset) -> None:
+    """Each voxel value of ``out`` sits at the world position it had in ``original``."""
+    # data values are unique (arange), so they identify the original voxel
+    values = np.asarray(out.data.values)
+    spatial_shape = original.data.shape[:3]
+    flat = values[..., 0] if values.ndim == 4 else values
+    if values.ndim == 4:
+        flat = flat // original.sizes["time"]
+    orig_ijk = np.stack(np.unravel_index(flat.astype(np.int64), spatial_shape), -1)
+    expected = apply_affine(the_index(original).geometry.affine, orig_ijk)
+    np.testing.assert_allclose(world(out), expected, atol=1e-9)
+    new_ijk = np.indices(out.data.shape[:3]).transpose(1, 2, 3, 0)
+    np.testing.assert_allclose(apply_affine(out.nifti.affine, new_ijk), expected, atol=1e-9)
+
+
+# -- agreement with nibabel ---------------------------------------------------------------
+
+
+@SETTINGS
+@given(affine=affines(), shape=spatial_shapes(), four_d=st.booleans())
+def test_to_canonical_matches_nibabel(
+    affine: np.ndarray, shape: tuple[int, int, int], four_d: bool
+) -> None:
+    full = (*shape, 2) if four_d else shape
+    ds = grid_dataset(affine, full, sform_code=4, qform_code=1)
+    img = nibabel_image(ds)
+    canonical = nib.as_closest_canonical(img)
+    with dask.config.set(scheduler=raising_scheduler):
+        out = ds.nifti.to_canonical()
+    assert isinstance(out.data.data, da.Array)
+    np.testing.assert_allclose(out.nifti.affine, canonical.affine, atol=1e-4)  # float32 header
+    np.testing.assert_array_equal(out.data.values, np.asanyarray(canonical.dataobj))
+    assert out.data.dims == ("i", "j", "k", "time")[: len(full)]
+    assert out.nifti.axcodes == ("R", "A", "S")
+    # nibabel #1427: as_closest_canonical resets the codes; we keep them
+    g = the_index(out).geometry
+    assert (g.sform_code, g.qform_code) == (4, 1)
+    check_world_positions(ds, out)
+
+
+@SETTINGS
+@given(affine=affines(), shape=spatial_shapes(), target=st.sampled_from(CODES))
+def test_reorient_keeps_every_voxel_in_place(
+    affine: np.ndarray, shape: tuple[int, int, int], target: str
+) -> None:
+    ds = grid_dataset(affine, shape, sform_code=2, qform_code=3, qform=affine + 1.0)
+    with dask.config.set(scheduler=raising_scheduler):
+        out = ds.nifti.reorient(target)
+    assert "".join(out.nifti.axcodes) == target
+    check_world_positions(ds, out)
+    g_in, g_out = the_index(ds).geometry, the_index(out).geometry
+    assert (g_out.sform_code, g_out.qform_code) == (2, 3)
+    # sform/qform followed the same voxel transform as the affine
+    t = np.linalg.inv(g_in.affine) @ g_out.affine
+    np.testing.assert_allclose(g_out.sform, g_in.sform @ t, atol=1e-9)  # type: ignore[operator]
+    np.testing.assert_allclose(g_out.qform, g_in.qform @ t, atol=1e-9)  # type: ignore[operator]
+    # and back again
+    back = out.nifti.reorient("".join(ds.nifti.axcodes))
+    np.testing.assert_allclose(back.nifti.affine, ds.nifti.affine, atol=1e-9)
+    np.testing.assert_array_equal(back.data.values, ds.data.values)
+
+
+def test_nibabel_changes_codes_we_keep_them() -> None:
+    ds = grid_dataset(np.diag([-2.0, 2, 2, 1]), (3, 4, 5), sform_code=4, qform_code=1)
+    img = nibabel_image(ds)
+    canonical = nib.as_closest_canonical(img)
+    assert int(canonical.header["sform_code"]) != 4  # nibabel #1427
+    g = the_index(ds.nifti.to_canonical()).geometry
+    assert (g.sform_code, g.qform_code) == (4, 1)
+    assert ds.nifti.to_canonical().nifti.space == "mni"
+
+
+def test_lps(nibabel_data: Path) -> None:
+    ds = xr.open_dataset(nibabel_data / "example4d.nii.gz", engine="nifti", chunks={})
+    with dask.config.set(scheduler=raising_scheduler):
+        lps = ds.nifti.reorient("LPS")
+    assert lps.nifti.axcodes == ("L", "P", "S")
+    assert ds.nifti.axcodes == ("L", "A", "S")
+    # only j flipped: voxel (i, j, k) of the LPS image is voxel (i, nj-1-j, k)
+    nj = ds.sizes["j"]
+    for ijk in [(0, 0, 0), (5, 7, 3), (127, 95, 23)]:
+        original = (ijk[0], nj - 1 - ijk[1], ijk[2])
+        np.testing.assert_allclose(
+            lps.nifti.voxel_to_world(*ijk), ds.nifti.voxel_to_world(*original), atol=1e-6
+        )
+        np.testing.assert_array_equal(lps.data[ijk].values, ds.data[original].values)
+    assert lps.data.dims == ("i", "j", "k", "time")
+
+
+def test_real_file_to_canonical(nibabel_data: Path) -> None:
+    path = nibabel_data / "example4d.nii.gz"
+    img = nib.load(path)
+    canonical = nib.as_closest_canonical(img)
+    ds = xr.open_dataset(path, engine="nifti", chunks={})
+    out = ds.nifti.to_canonical()
+    np.testing.assert_allclose(out.nifti.affine, canonical.affine, atol=1e-5)
+    np.testing.assert_array_equal(out.data.values, np.asanyarray(canonical.dataobj))
+    assert (the_index(out).geometry.sform_code, the_index(out).geometry.qform_code) == (1, 1)
+
+
+# -- objects, layouts and laziness -----------------------------------------------------------
+
+
+@pytest.fixture
+def permuted() -> xr.Dataset:
+    # axis codes "AIL": needs a permutation and flips
+    affine = np.array([[0, 0, -2.0, 10], [1.5, 0, 0, -5], [0, -3.0, 0, 7], [0, 0, 0, 1]])
+    return grid_dataset(affine, (4, 5, 6, 3), sform_code=1, qform_code=1)
+
+
+def test_reorient_dataarray(permuted: xr.Dataset) -> None:
+    arr = permuted.data
+    with dask.config.set(scheduler=raising_scheduler):
+        out = arr.nifti.to_canonical()
+    assert isinstance(out, xr.DataArray)
+    assert isinstance(out.data, da.Array)
+    expected = permuted.nifti.to_canonical()
+    np.testing.assert_array_equal(out.values, expected.data.values)
+    np.testing.assert_allclose(out.nifti.affine, expected.nifti.affine)
+    assert out.dims == ("i", "j", "k", "time")
+    assert out.x.dims == ("i", "j", "k")
+
+
+def test_reorient_with_numpy_data() -> None:
+    ds = grid_dataset(oblique_affine(4), (3, 4, 5), chunks=None)
+    out = ds.nifti.reorient("LPS")
+    assert isinstance(out.data.data, np.ndarray)
+    check_world_positions(ds, out)
+
+
+def test_reorient_keeps_time_first_layout(permuted: xr.Dataset) -> None:
+    ds = permuted.transpose("time", "i", "j", "k")
+    out = ds.nifti.to_canonical()
+    assert out.data.dims == ("time", "i", "j", "k")
+    reference = permuted.nifti.to_canonical()
+    np.testing.assert_array_equal(
+        out.data.values, reference.data.transpose("time", "i", "j", "k").values
+    )
+    np.testing.assert_allclose(out.nifti.affine, reference.nifti.affine)
+
+
+def test_reorient_transposed_input(permuted: xr.Dataset) -> None:
+    ds = permuted.transpose("k", "j", "i", "time")
+    out = ds.nifti.to_canonical()
+    assert out.nifti.axcodes == ("R", "A", "S")
+    np.testing.assert_array_equal(out.data.values, permuted.nifti.to_canonical().data.values)
+
+
+def test_reorient_sliced_input(permuted: xr.Dataset) -> None:
+    sub = permuted.isel(i=slice(None, None, -1), k=slice(1, 5, 2))
+    out = sub.nifti.reorient("LPS")
+    assert out.nifti.axcodes == ("L", "P", "S")
+    check_world_positions(permuted, out)
+
+
+def test_reorient_noop_returns_same_grid() -> None:
+    ds = grid_dataset(np.diag([2.0, 2, 2, 1]), (3, 4, 5))
+    out = ds.nifti.to_canonical()
+    assert the_index(out).equals(the_index(ds))
+    np.testing.assert_array_equal(out.data.values, ds.data.values)
+
+
+def test_reorient_keeps_other_variables_and_attrs(permuted: xr.Dataset) -> None:
+    ds = permuted.assign(mask=permuted.data.isel(time=0) > 10)
+    ds["data"].attrs["units"] = "a.u."
+    ds = ds.assign_coords(slice_time=("k", np.linspace(0, 1, 6)))
+    out = ds.nifti.to_canonical()
+    assert out.data.attrs["units"] == "a.u."
+    np.testing.assert_array_equal(out.mask.values, (out.data.isel(time=0) > 10).values)
+    assert "slice_time" in out.coords
+    assert len(out.slice_time.dims) == 1
+
+
+def test_reorient_twice_is_composition(permuted: xr.Dataset) -> None:
+    once = permuted.nifti.reorient("SRA")
+    twice = once.nifti.reorient("LPS")
+    direct = permuted.nifti.reorient("LPS")
+    np.testing.assert_allclose(twice.nifti.affine, direct.nifti.affine)
+    np.testing.assert_array_equal(twice.data.values, direct.data.values)
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_reorient_after_integer_selection_errors(permuted: xr.Dataset) -> None:
+    with pytest.raises(ValueError, match="needs all three spatial dims"):
+        permuted.isel(k=2).nifti.reorient("RAS")
+
+
+def test_reorient_after_reduction_errors(permuted: xr.Dataset) -> None:
+    with pytest.raises(ValueError, match="no NIfTI voxel grid"):
+        permuted.mean("k").nifti.to_canonical()
+
+
+def test_reorient_without_grid_errors() -> None:
+    with pytest.raises(ValueError, match="no NIfTI voxel grid"):
+        xr.DataArray(np.zeros((2, 2, 2)), dims=("i", "j", "k")).nifti.reorient("LPS")
+
+
+@pytest.mark.parametrize("codes", ["RA", "RRS", "XYZ", "RLA"])
+def test_reorient_invalid_codes(permuted: xr.Dataset, codes: str) -> None:
+    with pytest.raises(ValueError, match="axis codes"):
+        permuted.nifti.reorient(codes)
+
+
+def test_reorient_accepts_tuples_and_lowercase(permuted: xr.Dataset) -> None:
+    assert permuted.nifti.reorient(("L", "P", "S")).nifti.axcodes == ("L", "P", "S")
+    assert permuted.nifti.reorient("lps").nifti.axcodes == ("L", "P", "S")
+
+
+def test_reorient_dataset_whose_first_variable_is_1d(permuted: xr.Dataset) -> None:
+    transposed = permuted.data.isel(time=0).transpose("k", "j", "i")
+    ds = xr.Dataset({"slice_order": ("k", np.arange(6.0)), "data": transposed})
+    out = ds.nifti.to_canonical()
+    reference = permuted.isel(time=0).nifti.to_canonical()
+    assert out.data.nifti.axcodes == ("R", "A", "S")
+    np.testing.assert_array_equal(out.data.values, reference.data.values)
+    np.testing.assert_allclose(out.data.nifti.affine, reference.nifti.affine)
+    np.testing.assert_allclose(world(out), world(reference))

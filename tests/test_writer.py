@@ -1,0 +1,941 @@
+"""``.nifti.to_nifti``: exact round trips, geometry after slicing, dtype rules, streaming,
+atomicity and bad input. nibabel is the oracle: every output is read back with nibabel."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from pathlib import Path
+
+import dask
+import dask.array as da
+import nibabel as nib
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nibabel.affines import apply_affine
+
+from conftest import NIBABEL_DATA, nifti_differences, oblique_affine
+from xarray_nifti import writer
+
+# Files in nibabel/tests/data that nibabel loads and engine="nifti" opens.
+NIBABEL_FILES = [
+    "anatomical.nii",
+    "example4d.nii.gz",
+    "example_nifti2.nii.gz",
+    "functional.nii",
+    "reoriented_anat_moved.nii",
+    "resampled_anat_moved.nii",
+    "standard.nii.gz",
+]
+# Headers without their image file: paired with generated data below.
+NIBABEL_HEADERS = ["nifti1.hdr", "nifti2.hdr"]
+OUTPUT_SUFFIXES = [".nii", ".nii.gz", ".hdr", ".img", ".img.gz", ".hdr.gz"]
+
+
+def open_nifti(path: Path | str, **kwargs: object) -> xr.Dataset:
+    return xr.open_dataset(path, engine="nifti", **kwargs)
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name.endswith(".part")]
+
+
+def assert_same(expected: object, actual: object) -> None:
+    differences = nifti_differences(expected, actual)
+    assert not differences, "\n".join(differences)
+
+
+def image_pair_files(path: Path) -> list[Path]:
+    name = path.name
+    for suffix in (".hdr.gz", ".img.gz", ".hdr", ".img"):
+        if name.endswith(suffix):
+            gz = ".gz" if suffix.endswith(".gz") else ""
+            stem = name[: -len(suffix)]
+            return [path.with_name(stem + ".hdr" + gz), path.with_name(stem + ".img" + gz)]
+    return [path]
+
+
+# -- exact round trips -------------------------------------------------------------------------
+
+
+def test_nibabel_file_list_is_complete() -> None:
+    """Every NIfTI file nibabel ships (and loads with data) is in the round-trip list."""
+    candidates = sorted(
+        p.name
+        for p in NIBABEL_DATA.iterdir()
+        if p.name.endswith((".nii", ".nii.gz")) and "dconn" not in p.name
+    )
+    assert candidates == sorted(NIBABEL_FILES)
+
+
+@pytest.mark.parametrize("suffix", OUTPUT_SUFFIXES)
+@pytest.mark.parametrize("name", NIBABEL_FILES)
+def test_round_trip_nibabel_files(name: str, suffix: str, tmp_path: Path) -> None:
+    source = NIBABEL_DATA / name
+    out = tmp_path / f"out{suffix}"
+    with open_nifti(source) as ds:
+        written = ds.nifti.to_nifti(out)
+    assert written == out
+    assert_same(source, out)
+    original, copy = nib.load(source), nib.load(out)
+    assert np.array_equal(original.affine, copy.affine)
+    assert original.header.get_zooms() == copy.header.get_zooms()
+    for field in ("sform_code", "qform_code", "xyzt_units", "toffset", "intent_code", "dim_info"):
+        assert copy.header[field] == original.header[field]
+    assert bytes(copy.header["descrip"]) == bytes(original.header["descrip"])
+    assert all(p.exists() for p in image_pair_files(out))
+    assert no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize("chunks", [None, {}])
+def test_round_trip_lazy_and_chunked_equal(chunks: dict[str, int] | None, tmp_path: Path) -> None:
+    source = NIBABEL_DATA / "example4d.nii.gz"
+    with open_nifti(source, chunks=chunks) as ds:
+        ds.nifti.to_nifti(tmp_path / "a.nii.gz")
+    assert_same(source, tmp_path / "a.nii.gz")
+
+
+@pytest.mark.parametrize("name", NIBABEL_HEADERS)
+@pytest.mark.parametrize("suffix", [".nii", ".hdr", ".img.gz"])
+def test_round_trip_nibabel_pair_headers(name: str, suffix: str, tmp_path: Path) -> None:
+    """nibabel's pair headers, completed with generated image data."""
+    header = tmp_path / name
+    shutil.copy(NIBABEL_DATA / name, header)
+    hdr = nib.load(header).header
+    rng = np.random.default_rng(0)
+    raw = rng.integers(-3000, 3000, size=hdr.get_data_shape(), dtype=np.int16)
+    # nibabel reads nifti2.hdr's data after 544 bytes (its magic is the single-file "n+2").
+    padding = b"\0" * int(nib.load(header).dataobj.offset)
+    header.with_suffix(".img").write_bytes(padding + raw.astype(hdr.get_data_dtype()).tobytes("F"))
+    out = tmp_path / f"out{suffix}"
+    with open_nifti(header) as ds:
+        ds.nifti.to_nifti(out)
+    assert_same(header, out)
+    assert np.array_equal(np.asanyarray(nib.load(out).dataobj), raw)
+
+
+def test_round_trip_analyze_data_and_affine(tmp_path: Path) -> None:
+    """Analyze 7.5 sources are written as NIfTI-1 with the same data and affine."""
+    header = tmp_path / "analyze.hdr"
+    shutil.copy(NIBABEL_DATA / "analyze.hdr", header)
+    img = nib.load(header)
+    raw = np.arange(np.prod(img.shape), dtype=np.uint8).reshape(img.shape, order="F")
+    header.with_suffix(".img").write_bytes(raw.tobytes(order="F"))
+    with open_nifti(header) as ds:
+        ds.nifti.to_nifti(tmp_path / "out.nii")
+    out = nib.load(tmp_path / "out.nii")
+    assert isinstance(out, nib.Nifti1Image)
+    assert out.get_data_dtype() == np.uint8
+    assert np.array_equal(np.asanyarray(out.dataobj.get_unscaled()), raw)
+    assert np.array_equal(np.asanyarray(out.dataobj), np.asanyarray(img.dataobj))  # SPM scaling
+    assert np.allclose(out.affine, img.affine, atol=1e-5)
+
+
+def test_round_trip_extensions_and_header_fields(tmp_path: Path) -> None:
+    data = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    img = nib.Nifti1Image(data, oblique_affine(3))
+    hdr = img.header
+    img.set_sform(oblique_affine(3), code=4)
+    img.set_qform(oblique_affine(3), code=3)
+    hdr.set_xyzt_units("mm", "msec")
+    hdr["pixdim"][4] = 1500.0
+    hdr["toffset"] = 250.0
+    hdr.set_intent("t test", (12.0,), name="tmap")
+    hdr["descrip"] = b"round trip\x00tail bytes"
+    hdr.set_dim_info(freq=0, phase=1, slice=2)
+    hdr["slice_code"] = 3
+    hdr["slice_start"], hdr["slice_end"], hdr["slice_duration"] = 0, 3, 0.25
+    hdr["cal_min"], hdr["cal_max"] = 1.5, 99.0
+    hdr.extensions.append(nib.nifti1.Nifti1Extension(6, b"a comment\x00\x00\x00"))
+    hdr.extensions.append(nib.nifti1.Nifti1Extension(4, b"<AFNI_attributes/>"))
+    nib.save(img, tmp_path / "in.nii.gz")
+    with open_nifti(tmp_path / "in.nii.gz") as ds:
+        assert ds.nifti.header["slice_code"] == 3
+        ds.nifti.to_nifti(tmp_path / "out.nii.gz")
+    assert_same(tmp_path / "in.nii.gz", tmp_path / "out.nii.gz")
+
+
+# -- hypothesis: generated images --------------------------------------------------------------
+
+
+KINDS = ["int16_scaled", "uint8", "float32", "float64", "int32", "int16", "rgb"]
+
+
+@st.composite
+def nifti_images(draw: st.DrawFn) -> dict[str, object]:
+    kind = draw(st.sampled_from(KINDS))
+    ndim = draw(st.integers(2, 5)) if kind != "rgb" else 3
+    shape = tuple(draw(st.integers(1, 4)) for _ in range(ndim))
+    return {
+        "kind": kind,
+        "shape": shape,
+        "seed": draw(st.integers(0, 2**16)),
+        "big": draw(st.booleans()),
+        "version": draw(st.sampled_from([1, 2])),
+        "codes": (draw(st.integers(0, 4)), draw(st.integers(0, 4))),
+        "units": draw(st.sampled_from([("mm", "sec"), ("mm", "msec"), ("micron", "usec")])),
+        "tr": draw(st.floats(0.0, 3000.0, width=32)),
+        "source": draw(st.sampled_from([".nii", ".nii.gz", ".hdr", ".img.gz"])),
+        "out": draw(st.sampled_from(OUTPUT_SUFFIXES)),
+        "chunks": draw(st.sampled_from([None, {}])),
+    }
+
+
+def make_nifti(spec: dict[str, object], folder: Path) -> Path:
+    rng = np.random.default_rng(int(spec["seed"]))  # type: ignore[call-overload]
+    kind = spec["kind"]
+    shape = spec["shape"]
+    if kind == "int16_scaled":
+        data = rng.normal(100.0, 40.0, size=shape)
+        dtype: object = np.int16
+    elif kind == "rgb":
+        data = np.zeros(shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        for channel in "RGB":
+            data[channel] = rng.integers(0, 256, size=shape)
+        dtype = data.dtype
+    elif kind in ("float32", "float64"):
+        data = rng.normal(size=shape).astype(kind)
+        data.flat[0] = np.nan
+        dtype = kind
+    else:
+        info = np.iinfo(kind)
+        data = rng.integers(info.min, info.max, size=shape, dtype=kind, endpoint=True)
+        dtype = kind
+    pair = spec["source"] in (".hdr", ".img.gz")
+    image_class = {
+        (1, False): nib.Nifti1Image,
+        (1, True): nib.Nifti1Pair,
+        (2, False): nib.Nifti2Image,
+        (2, True): nib.Nifti2Pair,
+    }[(spec["version"], pair)]
+    header = image_class.header_class(endianness=">" if spec["big"] else "<")
+    header.set_data_dtype(dtype)
+    affine = oblique_affine(int(spec["seed"]))  # type: ignore[call-overload]
+    img = image_class(data, affine, header)
+    sform_code, qform_code = spec["codes"]  # type: ignore[misc]
+    img.set_sform(affine, code=sform_code)
+    img.set_qform(affine, code=qform_code)
+    img.header.set_xyzt_units(*spec["units"])  # type: ignore[misc]
+    if len(shape) > 3:  # type: ignore[arg-type]
+        img.header["pixdim"][4] = spec["tr"]
+    path = folder / f"source{spec['source']}"
+    nib.save(img, path)
+    return path
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(spec=nifti_images())
+def test_round_trip_generated_images(spec: dict[str, object]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        source = make_nifti(spec, folder)
+        out = folder / f"copy{spec['out']}"
+        with open_nifti(source, chunks=spec["chunks"]) as ds:
+            ds.nifti.to_nifti(out)
+        assert_same(source, out)
+        assert no_temp_files(folder)
+
+
+def test_scaled_int16_round_trip_is_exact(tmp_path: Path) -> None:
+    raw = np.arange(-500, 500, dtype=np.int16).reshape(10, 10, 10)
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(0.037, -12.5)
+    nib.save(img, tmp_path / "scaled.nii")
+    with open_nifti(tmp_path / "scaled.nii") as ds:
+        assert ds.data.dtype == np.float32
+        ds.nifti.to_nifti(tmp_path / "out.nii")
+    with open_nifti(tmp_path / "scaled.nii", mask_and_scale=False) as ds:
+        assert ds.data.dtype == np.int16
+        ds.nifti.to_nifti(tmp_path / "raw.nii")
+    for out in ("out.nii", "raw.nii"):
+        assert_same(tmp_path / "scaled.nii", tmp_path / out)
+
+
+# -- geometry after slicing and reorientation --------------------------------------------------
+
+
+def voxel_grid(shape: tuple[int, ...]) -> np.ndarray:
+    return np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+
+
+def assert_world_kept(
+    written: np.ndarray, original: np.ndarray, original_indices: np.ndarray, atol: float = 1e-4
+) -> None:
+    """Voxel n of the written grid sits where voxel ``original_indices[n]`` was."""
+    new = voxel_grid(original_indices.shape[:-1])
+    error = np.abs(apply_affine(written, new) - apply_affine(original, original_indices)).max()
+    assert error < atol, f"voxels moved by up to {error} mm"
+
+
+SLICES = [
+    (slice(None, None, -1), slice(None), slice(None)),
+    (slice(100, 10, -3), slice(5, 80, 2), slice(None, None, -2)),
+    (slice(3, None), slice(None, None, -1), slice(20, 2, -1)),
+]
+
+
+@pytest.mark.parametrize("key", SLICES)
+def test_sliced_affine_keeps_world_positions(key: tuple[slice, ...], tmp_path: Path) -> None:
+    source = NIBABEL_DATA / "example4d.nii.gz"
+    original = nib.load(source)
+    with open_nifti(source, chunks={}) as ds:
+        sliced = ds.isel(i=key[0], j=key[1], k=key[2])
+        sliced.nifti.to_nifti(tmp_path / "ours.nii")
+    ours = nib.load(tmp_path / "ours.nii")
+    indices = np.stack(
+        np.meshgrid(
+            *[np.arange(n)[k] for n, k in zip(original.shape[:3], key, strict=True)], indexing="ij"
+        ),
+        axis=-1,
+    )
+    assert ours.shape[:3] == indices.shape[:3]
+    # Every voxel keeps its world position, through both forms; codes are kept.
+    assert_world_kept(ours.affine, original.affine, indices)
+    assert_world_kept(ours.header.get_qform(), original.header.get_qform(), indices)
+    assert_world_kept(ours.header.get_sform(), original.header.get_sform(), indices)
+    assert ours.header["sform_code"] == original.header["sform_code"] == 1
+    assert ours.header["qform_code"] == original.header["qform_code"] == 1
+    expected = np.asanyarray(original.dataobj)[key]
+    assert np.array_equal(np.asanyarray(ours.dataobj), expected)
+
+
+def test_nibabel_slicer_gets_negative_steps_and_codes_wrong(tmp_path: Path) -> None:
+    """nibabel #1533 (negative steps move voxels) and #1427 (codes reset on save)."""
+    source = NIBABEL_DATA / "example4d.nii.gz"
+    original = nib.load(source)
+    key = (slice(None, None, -1), slice(10, 50, 3), slice(20, 2, -2))
+    indices = np.stack(
+        np.meshgrid(
+            *[np.arange(n)[k] for n, k in zip(original.shape[:3], key, strict=True)], indexing="ij"
+        ),
+        axis=-1,
+    )
+    nib.save(original.slicer[key], tmp_path / "nibabel.nii")
+    theirs = nib.load(tmp_path / "nibabel.nii")
+    with pytest.raises(AssertionError, match="voxels moved"):
+        assert_world_kept(theirs.affine, original.affine, indices)
+    assert (theirs.header["qform_code"], theirs.header["sform_code"]) == (0, 2)
+    with open_nifti(source) as ds:
+        ds.isel(i=key[0], j=key[1], k=key[2]).nifti.to_nifti(tmp_path / "ours.nii")
+    ours = nib.load(tmp_path / "ours.nii")
+    assert_world_kept(ours.affine, original.affine, indices)
+    assert (ours.header["qform_code"], ours.header["sform_code"]) == (1, 1)
+
+
+@pytest.mark.parametrize("codes", [(0, 1), (1, 1), (2, 4), (3, 0)])
+def test_canonical_keeps_codes_unlike_nibabel(codes: tuple[int, int], tmp_path: Path) -> None:
+    """as_closest_canonical + save resets the codes (nibabel #1427); ours keeps them."""
+    affine = oblique_affine(7)
+    affine[:3, :3] = affine[:3, :3] @ np.diag([-1, 1, -1])  # far from RAS
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    img = nib.Nifti1Image(data, affine)
+    img.set_sform(affine, code=codes[0])
+    img.set_qform(affine, code=codes[1])
+    nib.save(img, tmp_path / "in.nii")
+    original = nib.load(tmp_path / "in.nii")
+    canonical = nib.as_closest_canonical(original)
+    nib.save(canonical, tmp_path / "nibabel.nii")
+    with open_nifti(tmp_path / "in.nii") as ds:
+        ds.nifti.to_canonical().nifti.to_nifti(tmp_path / "ours.nii")
+    ours, theirs = nib.load(tmp_path / "ours.nii"), nib.load(tmp_path / "nibabel.nii")
+    assert nib.aff2axcodes(ours.affine) == ("R", "A", "S")
+    assert np.allclose(ours.affine, canonical.affine, atol=1e-4)
+    assert np.array_equal(np.asanyarray(ours.dataobj), np.asanyarray(canonical.dataobj))
+    assert (ours.header["sform_code"], ours.header["qform_code"]) == codes
+    if codes != (0, 0) and codes[1] != 0:
+        assert (theirs.header["sform_code"], theirs.header["qform_code"]) != codes
+
+
+def test_reorient_lps_keeps_world_positions_and_codes(tmp_path: Path) -> None:
+    source = NIBABEL_DATA / "example4d.nii.gz"
+    original = nib.load(source)
+    with open_nifti(source, chunks={}) as ds:
+        lps = ds.nifti.reorient("LPS")
+        lps.nifti.to_nifti(tmp_path / "lps.nii.gz")
+    out = nib.load(tmp_path / "lps.nii.gz")
+    assert nib.aff2axcodes(out.affine) == ("L", "P", "S")
+    assert (out.header["sform_code"], out.header["qform_code"]) == (1, 1)
+    # Map every written voxel back to the original voxel with the same data.
+    ornt = nib.orientations.ornt_transform(
+        nib.io_orientation(original.affine), nib.orientations.axcodes2ornt("LPS")
+    )
+    expected = nib.orientations.apply_orientation(np.asanyarray(original.dataobj), ornt)
+    assert np.array_equal(np.asanyarray(out.dataobj), expected)
+    inverse = np.linalg.inv(original.affine)
+    back = apply_affine(inverse @ out.affine, voxel_grid(out.shape[:3]))
+    assert np.allclose(back, np.round(back), atol=1e-3)
+    assert_world_kept(out.affine, original.affine, np.round(back).astype(int))
+
+
+def test_transposed_and_dropped_axes(tmp_path: Path) -> None:
+    source = NIBABEL_DATA / "example4d.nii.gz"
+    original = nib.load(source)
+    data = np.asanyarray(original.dataobj)
+    with open_nifti(source) as ds:
+        ds.data.transpose("time", "k", "i", "j").nifti.to_nifti(tmp_path / "t.nii")
+        ds.isel(k=5).nifti.to_nifti(tmp_path / "k5.nii")
+        ds.isel(k=5, time=1).nifti.to_nifti(tmp_path / "k5t1.nii")
+    t = nib.load(tmp_path / "t.nii")
+    assert t.shape == (24, 128, 96, 2)
+    assert np.array_equal(np.asanyarray(t.dataobj), data.transpose(2, 0, 1, 3))
+    assert_world_kept(
+        t.affine, original.affine, voxel_grid((128, 96, 24))[:, :, :].transpose(2, 0, 1, 3)
+    )
+    k5 = nib.load(tmp_path / "k5.nii")
+    assert k5.shape == (128, 96, 1, 2)
+    assert np.array_equal(np.asanyarray(k5.dataobj)[:, :, 0], data[:, :, 5])
+    assert_world_kept(k5.affine, original.affine, voxel_grid((128, 96, 1)) + np.array([0, 0, 5]))
+    plane = nib.load(tmp_path / "k5t1.nii")
+    assert plane.shape == (128, 96)
+    assert np.allclose(
+        plane.affine, original.affine @ [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 5], [0, 0, 0, 1]]
+    )
+
+
+def test_time_slicing_updates_tr_and_toffset(tmp_path: Path) -> None:
+    data = np.zeros((2, 2, 2, 10), dtype=np.float32)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_xyzt_units("mm", "msec")
+    img.header["pixdim"][4] = 2000.0
+    img.header["toffset"] = 500.0
+    nib.save(img, tmp_path / "in.nii")
+    with open_nifti(tmp_path / "in.nii") as ds:
+        ds.isel(time=slice(3, None, 2)).nifti.to_nifti(tmp_path / "out.nii")
+        ds.isel(time=slice(4, 5)).nifti.to_nifti(tmp_path / "one.nii")
+    out = nib.load(tmp_path / "out.nii").header
+    assert out.get_xyzt_units() == ("mm", "msec")
+    assert out.get_zooms()[3] == 4000.0
+    assert out["toffset"] == 500.0 + 3 * 2000.0
+    one = nib.load(tmp_path / "one.nii").header
+    assert one.get_zooms()[3] == 2000.0
+    assert one["toffset"] == 500.0 + 4 * 2000.0
+
+
+def test_slice_timing_follows_the_slice_axis(tmp_path: Path) -> None:
+    img = nib.Nifti1Image(np.zeros((4, 5, 6), dtype=np.int16), np.eye(4))
+    img.header.set_dim_info(freq=0, phase=1, slice=2)
+    img.header["slice_code"] = 1  # sequential increasing
+    img.header["slice_start"], img.header["slice_end"] = 1, 4
+    img.header["slice_duration"] = 0.1
+    nib.save(img, tmp_path / "in.nii")
+    with open_nifti(tmp_path / "in.nii") as ds:
+        ds.isel(k=slice(None, None, -1)).nifti.to_nifti(tmp_path / "flipped.nii")
+        ds.isel(k=slice(1, 4)).nifti.to_nifti(tmp_path / "cropped.nii")
+        ds.data.transpose("k", "j", "i").nifti.to_nifti(tmp_path / "transposed.nii")
+        ds.isel(i=slice(None, None, -1)).nifti.to_nifti(tmp_path / "other_axis.nii")
+    flipped = nib.load(tmp_path / "flipped.nii").header
+    assert flipped.get_dim_info() == (0, 1, 2)
+    assert flipped.get_value_label("slice_code") == "sequential decreasing"
+    assert (flipped["slice_start"], flipped["slice_end"]) == (1, 4)
+    cropped = nib.load(tmp_path / "cropped.nii").header
+    assert cropped["slice_code"] == 0
+    assert cropped["slice_duration"] == 0
+    transposed = nib.load(tmp_path / "transposed.nii").header
+    assert transposed.get_dim_info() == (2, 1, 0)
+    assert transposed["slice_code"] == 1
+    assert nib.load(tmp_path / "other_axis.nii").header["slice_code"] == 1
+
+
+# -- dtype rules -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def functional() -> xr.Dataset:
+    with open_nifti(NIBABEL_DATA / "functional.nii") as ds:
+        yield ds.load()
+
+
+def test_float_results_are_stored_as_float32(functional: xr.Dataset, tmp_path: Path) -> None:
+    mean = functional.data.astype(np.float64).mean("time")
+    assert mean.dtype == np.float64
+    mean.nifti.to_nifti(tmp_path / "mean.nii")
+    assert nib.load(tmp_path / "mean.nii").get_data_dtype() == np.float32
+    mean.nifti.to_nifti(tmp_path / "mean64.nii", dtype="float64")
+    out = nib.load(tmp_path / "mean64.nii")
+    assert out.get_data_dtype() == np.float64
+    assert np.array_equal(out.get_fdata(), mean.values)
+
+
+def test_integer_output_with_scale_factor(functional: xr.Dataset, tmp_path: Path) -> None:
+    mean = functional.data.mean("time")
+    mean.encoding.update(scale_factor=0.25, add_offset=100.0)
+    mean.nifti.to_nifti(tmp_path / "scaled.nii", dtype="int16")
+    out = nib.load(tmp_path / "scaled.nii")
+    assert out.get_data_dtype() == np.int16
+    assert (out.dataobj.slope, out.dataobj.inter) == (0.25, 100.0)
+    raw = np.asanyarray(out.dataobj.get_unscaled())
+    assert np.array_equal(raw, np.rint((mean.values.astype(np.float64) - 100.0) / 0.25))
+    assert np.abs(out.get_fdata() - mean.values).max() <= 0.125 + 1e-6
+
+
+def test_nan_in_integer_output_is_stored_as_zero(tmp_path: Path, make_image) -> None:
+    path = make_image(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    with open_nifti(path) as ds:
+        data = ds.data.load().where(ds.data > 5)
+    data.nifti.to_nifti(tmp_path / "int.nii", dtype="int16")
+    raw = np.asanyarray(nib.load(tmp_path / "int.nii").dataobj)
+    assert raw.dtype == np.int16
+    values = np.arange(24).reshape(2, 3, 4)
+    assert np.array_equal(raw, np.where(values > 5, values, 0))
+
+
+def test_out_of_range_integers_are_clipped(tmp_path: Path, make_image) -> None:
+    path = make_image(np.array([[[-1e6, 1.4], [2.6, 1e6]]], dtype=np.float32))
+    with open_nifti(path) as ds:
+        ds.nifti.to_nifti(tmp_path / "u8.nii", dtype="uint8")
+        ds.nifti.to_nifti(tmp_path / "i16.nii", dtype=np.int16)
+    assert np.asanyarray(nib.load(tmp_path / "u8.nii").dataobj).ravel().tolist() == [0, 1, 3, 255]
+    i16 = np.asanyarray(nib.load(tmp_path / "i16.nii").dataobj).ravel().tolist()
+    assert i16 == [-32768, 1, 3, 32767]
+
+
+def test_bool_is_stored_as_uint8(functional: xr.Dataset, tmp_path: Path) -> None:
+    mask = functional.data.isel(time=0) > 1000
+    mask.nifti.to_nifti(tmp_path / "mask.nii.gz")
+    out = nib.load(tmp_path / "mask.nii.gz")
+    assert out.get_data_dtype() == np.uint8
+    assert np.array_equal(np.asanyarray(out.dataobj), mask.values.astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda a: a.astype(object),
+        lambda a: a.astype(str),
+        lambda a: xr.full_like(a, np.datetime64("2020-01-01"), dtype="datetime64[ns]"),
+        lambda a: a.astype("timedelta64[ns]"),
+    ],
+    ids=["object", "str", "datetime", "timedelta"],
+)
+def test_unsupported_dtypes(convert, functional: xr.Dataset, tmp_path: Path) -> None:
+    target = tmp_path / "bad.nii"
+    target.write_bytes(b"old")
+    with pytest.raises(TypeError, match="NIfTI cannot store dtype"):
+        convert(functional.data.isel(time=0)).nifti.to_nifti(target)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.nii"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "U3", "bool"])
+def test_unsupported_requested_dtype(dtype: str, functional: xr.Dataset, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="NIfTI cannot store"):
+        functional.nifti.to_nifti(tmp_path / "bad.nii", dtype=dtype)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rgb_round_trip(tmp_path: Path) -> None:
+    rgb = np.zeros((3, 4, 5), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1"), ("A", "u1")])
+    rgb["R"], rgb["A"] = 7, np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
+    nib.save(nib.Nifti1Image(rgb, oblique_affine(1)), tmp_path / "rgb.nii")
+    with open_nifti(tmp_path / "rgb.nii") as ds:
+        assert ds.data.dims == ("i", "j", "k", "rgb")
+        ds.nifti.to_nifti(tmp_path / "out.nii.gz")
+    assert_same(tmp_path / "rgb.nii", tmp_path / "out.nii.gz")
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+class BlockLog:
+    """Records the order of computed blocks and how many are alive at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.order: list[tuple[int, ...]] = []
+        self.live = 0
+        self.max_live = 0
+
+    def _release(self) -> None:
+        with self.lock:
+            self.live -= 1
+
+    def make(self, block_info: dict | None = None) -> np.ndarray:
+        import weakref
+
+        info = block_info[None]
+        shape = info["chunk-shape"]
+        location = tuple(info["chunk-location"])
+        block = np.full(shape, location[-1], dtype=np.int16)
+        with self.lock:
+            self.order.append(location)
+            self.live += 1
+            self.max_live = max(self.max_live, self.live)
+        weakref.finalize(block, self._release)
+        return block
+
+
+def lazy_dataset(array: da.Array, affine: np.ndarray | None = None) -> xr.DataArray:
+    """A DataArray on a NIfTI grid with dask data (via from_nibabel of a tiny header image)."""
+    from xarray_nifti.interchange import from_nibabel
+
+    shape = array.shape
+    template = from_nibabel(nib.Nifti1Image(np.zeros(shape[:3], np.int16), affine or np.eye(4)))
+    coords = {name: template.coords[name] for name in ("x", "y", "z")}
+    dims = ("i", "j", "k", "time", "u")[: array.ndim]
+    return xr.DataArray(array, dims=dims, coords=xr.Coordinates(coords, indexes=template.xindexes))
+
+
+def test_streaming_pulls_chunks_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    volume = (32, 32, 16)
+    volume_bytes = int(np.prod(volume)) * 4
+    monkeypatch.setattr(writer, "_SLAB_BYTES", 2 * volume_bytes)
+    log = BlockLog()
+    template = da.zeros((*volume, 40), chunks=(*volume, 1), dtype=np.int16)
+    lazy = da.map_blocks(lambda x, block_info=None: log.make(block_info), template, dtype=np.int16)
+    lazy_dataset(lazy).nifti.to_nifti(tmp_path / "stream.nii")
+    times = [location[3] for location in log.order]
+    assert sorted(times) == list(range(40))
+    # Pulled in file order, a slab (two volumes) at a time, one slab ahead.
+    assert all(t <= n + 4 for n, t in enumerate(times))
+    assert log.max_live <= 6
+    out = np.asanyarray(nib.load(tmp_path / "stream.nii").dataobj)
+    assert np.array_equal(out[0, 0, 0], np.arange(40))
+
+
+def test_streaming_time_series_chunks_write_positionally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks holding whole time series (not in file order) are computed once each."""
+    monkeypatch.setattr(writer, "_SLAB_BYTES", 32 * 32 * 4 * 4)
+    log = BlockLog()
+    template = da.zeros((32, 32, 16, 12), chunks=(32, 32, 2, -1), dtype=np.int16)
+
+    def make(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        block = log.make(block_info)
+        k0 = block_info[None]["array-location"][2][0]
+        k = np.arange(k0, k0 + x.shape[2])[None, None, :, None]
+        t = np.arange(12)[None, None, None, :]
+        return (block * 0 + k * 100 + t).astype(np.int16)
+
+    lazy = lazy_dataset(da.map_blocks(make, template, dtype=np.int16))
+    for name in ("pos.nii", "pos.nii.gz", "pos.img"):
+        log.order.clear()
+        lazy.nifti.to_nifti(tmp_path / name)
+        assert sorted(log.order) == [(0, 0, k, 0) for k in range(8)]  # each chunk once
+        out = np.asanyarray(nib.load(tmp_path / name).dataobj)
+        assert np.array_equal(
+            out, np.broadcast_to(np.arange(16)[:, None] * 100 + np.arange(12), (32, 32, 16, 12))
+        )
+        assert no_temp_files(tmp_path)
+    assert log.max_live <= 8
+
+
+def test_gzip_output_goes_through_a_streaming_compressor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from isal import igzip
+
+    monkeypatch.setattr(writer, "_SLAB_BYTES", 32 * 32 * 16 * 4)
+    sizes: list[int] = []
+    original = igzip.IGzipFile.write
+
+    def record(self, data):  # type: ignore[no-untyped-def]
+        sizes.append(len(memoryview(data).cast("B")))
+        return original(self, data)
+
+    monkeypatch.setattr(igzip.IGzipFile, "write", record)
+    lazy = lazy_dataset(da.ones((32, 32, 16, 20), chunks=(32, 32, 16, 1), dtype=np.int16))
+    lazy.nifti.to_nifti(tmp_path / "z.nii.gz")
+    data_writes = [s for s in sizes if s > 1000]
+    assert len(data_writes) >= 10
+    assert max(data_writes) <= 32 * 32 * 16 * 2 * 2
+    assert np.asanyarray(nib.load(tmp_path / "z.nii.gz").dataobj).sum() == 32 * 32 * 16 * 20
+
+
+PEAK_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import dask.array as da, numpy as np, xarray as xr, nibabel as nib
+    import xarray_nifti
+    from xarray_nifti.interchange import from_nibabel
+
+    def status(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+
+    shape = (128, 128, 64, 200)  # 400 MiB of int16, one volume per chunk
+    def volume(block_info=None):
+        t = block_info[None]["chunk-location"][3]
+        return np.full(block_info[None]["chunk-shape"], t, dtype=np.int16)
+
+    chunks = tuple((n,) for n in shape[:3]) + ((1,) * shape[3],)
+    data = da.map_blocks(volume, chunks=chunks, dtype=np.int16, meta=np.empty((0,) * 4, np.int16))
+    template = from_nibabel(nib.Nifti1Image(np.zeros(shape[:3], np.int16), np.eye(4)))
+    array = xr.DataArray(data, dims=("i", "j", "k", "time"), coords=template.coords)
+    before = status("VmRSS")
+    array.nifti.to_nifti(sys.argv[1])
+    print(status("VmHWM") - before, data.nbytes)
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_streaming_peak_memory_subprocess(tmp_path: Path) -> None:
+    script = tmp_path / "peak.py"
+    script.write_text(PEAK_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "big.nii")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "DASK_NUM_WORKERS": "2"},
+    )
+    growth, size = map(int, result.stdout.split())
+    print(f"peak RSS growth {growth / 2**20:.0f} MiB writing {size / 2**20:.0f} MiB")
+    assert (tmp_path / "big.nii").stat().st_size == size + 352
+    assert growth < size / 2, (
+        f"peak RSS grew by {growth / 2**20:.0f} MiB for {size / 2**20:.0f} MiB"
+    )
+
+
+# -- atomic writes and failure injection -------------------------------------------------------
+
+
+@pytest.fixture
+def old_target(tmp_path: Path) -> Path:
+    target = tmp_path / "target.nii.gz"
+    target.write_bytes(b"previous content")
+    return target
+
+
+def failing_dataset(fail_on: int, error: BaseException) -> xr.DataArray:
+    def make(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        if block_info[None]["chunk-location"][3] == fail_on:
+            raise error
+        return x + 1
+
+    template = da.zeros((8, 8, 4, 10), chunks=(8, 8, 4, 1), dtype=np.float32)
+    return lazy_dataset(da.map_blocks(make, template, dtype=np.float32))
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".hdr"])
+def test_exception_in_a_dask_task_leaves_nothing(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "_SLAB_BYTES", 8 * 8 * 4 * 4)
+    target = tmp_path / f"target{suffix}"
+    for existing in image_pair_files(target):
+        existing.write_bytes(b"previous content")
+    with pytest.raises(RuntimeError, match="block 3 failed"):
+        failing_dataset(3, RuntimeError("block 3 failed")).nifti.to_nifti(target)
+    for existing in image_pair_files(target):
+        assert existing.read_bytes() == b"previous content"
+    assert no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()]
+)
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".img.gz"])
+def test_write_failure_leaves_target_untouched(
+    error: BaseException, suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "_SLAB_BYTES", 8 * 8 * 4 * 4)
+    target = tmp_path / f"target{suffix}"
+    for existing in image_pair_files(target):
+        existing.write_bytes(b"previous content")
+    calls = []
+    original = writer._write_block
+
+    def flaky(fileobj, block):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise error
+        original(fileobj, block)
+
+    monkeypatch.setattr(writer, "_write_block", flaky)
+    with pytest.raises(type(error)):
+        failing_dataset(-1, RuntimeError()).nifti.to_nifti(target)
+    for existing in image_pair_files(target):
+        assert existing.read_bytes() == b"previous content"
+    assert no_temp_files(tmp_path)
+
+
+def test_enospc_from_the_file_system_layer(
+    old_target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure comes from the temp file's own ``write``, mid-way through the data."""
+    real = tempfile.NamedTemporaryFile
+    written = [0]
+
+    def limited(*args, **kwargs):  # type: ignore[no-untyped-def]
+        handle = real(*args, **kwargs)
+        raw_write = handle.file.write
+
+        def write(data):  # type: ignore[no-untyped-def]
+            written[0] += len(memoryview(data).cast("B"))
+            if written[0] > 20000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return raw_write(data)
+
+        handle.file.write = write
+        return handle
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", limited)
+    data = lazy_dataset(da.random.random((40, 40, 20, 3), chunks=(40, 40, 20, 1)))
+    with pytest.raises(OSError, match="No space left"):
+        data.nifti.to_nifti(old_target)
+    assert old_target.read_bytes() == b"previous content"
+    assert no_temp_files(old_target.parent)
+
+
+def test_refuses_to_overwrite_its_own_lazy_source(tmp_path: Path) -> None:
+    source = tmp_path / "func.nii"
+    shutil.copy(NIBABEL_DATA / "functional.nii", source)
+    before = source.read_bytes()
+    for chunks in (None, {}):
+        ds = open_nifti(source, chunks=chunks)
+        with pytest.raises(ValueError, match=r"reads from.*\.load\(\)"):
+            ds.nifti.to_nifti(source)
+        if chunks is not None:
+            with pytest.raises(ValueError, match="reads from"):
+                (ds.data * 2).nifti.to_nifti(source)  # derived: found through the dask graph
+        assert source.read_bytes() == before
+        ds.close()
+    ds = open_nifti(source).load()
+    (ds.data * 2).nifti.to_nifti(source)  # loaded: safe
+    expected = 2 * nib.load(NIBABEL_DATA / "functional.nii").get_fdata()
+    assert np.allclose(nib.load(source).get_fdata(), expected, rtol=1e-6)
+    assert no_temp_files(tmp_path)
+
+
+def test_refuses_to_overwrite_a_pair_source(tmp_path: Path) -> None:
+    with open_nifti(NIBABEL_DATA / "anatomical.nii") as ds:
+        ds.nifti.to_nifti(tmp_path / "pair.hdr")
+    with open_nifti(tmp_path / "pair.hdr") as ds, pytest.raises(ValueError, match="reads from"):
+        ds.nifti.to_nifti(tmp_path / "pair.img")
+
+
+def test_overwrite_keeps_the_file_mode(tmp_path: Path, functional: xr.Dataset) -> None:
+    target = tmp_path / "f.nii"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    functional.nifti.to_nifti(target)
+    assert target.stat().st_mode & 0o777 == 0o640
+    functional.nifti.to_nifti(tmp_path / "new.nii")
+    assert (tmp_path / "new.nii").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_unsupported_suffix(functional: xr.Dataset, tmp_path: Path) -> None:
+    for name in ("out.nc", "out.mgz", "out.gz", ".nii", "out.nii.bz2"):
+        with pytest.raises(ValueError, match="unsupported suffix"):
+            functional.nifti.to_nifti(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_several_variables_need_var(functional: xr.Dataset, tmp_path: Path) -> None:
+    ds = functional.assign(mean=functional.data.mean("time"))
+    with pytest.raises(ValueError, match=r"2 data variables \['data', 'mean'\].*var="):
+        ds.nifti.to_nifti(tmp_path / "out.nii")
+    with pytest.raises(KeyError, match="no data variable 'nope'"):
+        ds.nifti.to_nifti(tmp_path / "out.nii", var="nope")
+    assert list(tmp_path.iterdir()) == []
+    ds.nifti.to_nifti(tmp_path / "mean.nii", var="mean")
+    assert nib.load(tmp_path / "mean.nii").shape == (17, 21, 3)
+
+
+def test_object_without_grid(tmp_path: Path) -> None:
+    plain = xr.DataArray(np.zeros((2, 3, 4)), dims=("i", "j", "k"))
+    with pytest.raises(ValueError, match="no NIfTI voxel grid"):
+        plain.nifti.to_nifti(tmp_path / "out.nii")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dims_not_mappable(functional: xr.Dataset, tmp_path: Path) -> None:
+    subjects = xr.concat([functional.data, functional.data], dim="subject")
+    with pytest.raises(ValueError, match=r"cannot map dims \['subject'\]"):
+        subjects.nifti.to_nifti(tmp_path / "out.nii")
+    eight = functional.data.expand_dims(u=1, v=1, w=1, extra=1)
+    with pytest.raises(ValueError, match="extra"):
+        eight.nifti.to_nifti(tmp_path / "out.nii")
+    assert list(tmp_path.iterdir()) == []
+    seven = functional.data.expand_dims(u=2, v=1, w=3).transpose("i", "j", "k", "time", ...)
+    seven.nifti.to_nifti(tmp_path / "seven.nii")
+    assert nib.load(tmp_path / "seven.nii").shape == (17, 21, 3, 20, 2, 1, 3)
+
+
+def test_missing_directory(functional: xr.Dataset, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        functional.nifti.to_nifti(tmp_path / "nope" / "out.nii")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_write_permission(functional: xr.Dataset, tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):  # root ignores the mode: inject the refusal instead
+
+            def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+                raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+
+            monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+        with pytest.raises(PermissionError, match="no permission to write"):
+            functional.nifti.to_nifti(folder / "out.nii")
+    finally:
+        folder.chmod(0o700)
+    assert list(folder.iterdir()) == []
+
+
+def test_bad_version_and_compresslevel(functional: xr.Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="version must be 1 or 2"):
+        functional.nifti.to_nifti(tmp_path / "out.nii", version=3)
+    with pytest.raises(ValueError, match="compresslevel"):
+        functional.nifti.to_nifti(tmp_path / "out.nii.gz", compresslevel=12)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version_2_and_compresslevels(functional: xr.Dataset, tmp_path: Path) -> None:
+    functional.nifti.to_nifti(tmp_path / "v2.nii", version=2)
+    assert isinstance(nib.load(tmp_path / "v2.nii"), nib.Nifti2Image)
+    sizes = {}
+    for level in (0, 1, 6, 9):
+        functional.nifti.to_nifti(tmp_path / f"l{level}.nii.gz", compresslevel=level)
+        assert_same(NIBABEL_DATA / "functional.nii", tmp_path / f"l{level}.nii.gz")
+        sizes[level] = (tmp_path / f"l{level}.nii.gz").stat().st_size
+    assert sizes[0] > max(sizes[1], sizes[6], sizes[9])
+
+
+def test_distributed_client(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.Client(
+            processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
+        ),
+        open_nifti(NIBABEL_DATA / "example4d.nii.gz", chunks={}) as ds,
+    ):
+        ds.nifti.to_nifti(tmp_path / "d.nii.gz")
+    assert_same(NIBABEL_DATA / "example4d.nii.gz", tmp_path / "d.nii.gz")
+
+
+def test_dask_scheduler_single_threaded(tmp_path: Path) -> None:
+    with (
+        dask.config.set(scheduler="synchronous"),
+        open_nifti(NIBABEL_DATA / "functional.nii", chunks={}) as ds,
+    ):
+        ds.nifti.to_nifti(tmp_path / "s.nii")
+    assert_same(NIBABEL_DATA / "functional.nii", tmp_path / "s.nii")
