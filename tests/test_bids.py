@@ -256,12 +256,6 @@ def test_header_tr_in_milliseconds_is_compared_in_seconds(tmp_path: Path) -> Non
 
 # -- through the backend (hook: NiftiBackendEntrypoint.open_dataset(..., sidecar=True)) -------
 
-BACKEND_HOOK = pytest.mark.xfail(
-    strict=True,
-    reason="hook needed: backend.open_dataset must take sidecar=True and add "
-    "_bids.sidecar_attrs(...) to the data variable's attrs",
-)
-
 
 def test_without_sidecar_attrs_are_unchanged(tmp_path: Path) -> None:
     image = write_bold(tmp_path)
@@ -271,7 +265,6 @@ def test_without_sidecar_attrs_are_unchanged(tmp_path: Path) -> None:
     assert not any(key[:1].isupper() for key in ds.data.attrs)
 
 
-@BACKEND_HOOK
 def test_open_dataset_adds_sidecar_fields(tmp_path: Path) -> None:
     image = write_bold(tmp_path)
     write_json(tmp_path / "sub-01_task-rest_bold.json", BOLD_SIDECAR)
@@ -290,7 +283,6 @@ def test_open_dataset_adds_sidecar_fields(tmp_path: Path) -> None:
     assert back.data.attrs["PhaseEncodingDirection"] == "j-"
 
 
-@BACKEND_HOOK
 def test_sidecar_false_opts_out(tmp_path: Path) -> None:
     image = write_bold(tmp_path, tr=3.0)
     write_json(tmp_path / "sub-01_task-rest_bold.json", BOLD_SIDECAR)
@@ -300,7 +292,6 @@ def test_sidecar_false_opts_out(tmp_path: Path) -> None:
     assert "RepetitionTime" not in ds.data.attrs
 
 
-@BACKEND_HOOK
 def test_open_dataset_warns_on_tr_mismatch(tmp_path: Path) -> None:
     image = write_bold(tmp_path, tr=2.5)
     write_json(tmp_path / "sub-01_task-rest_bold.json", BOLD_SIDECAR)
@@ -311,7 +302,6 @@ def test_open_dataset_warns_on_tr_mismatch(tmp_path: Path) -> None:
     assert ds.data.attrs["repetition_time"] == 2.5
 
 
-@BACKEND_HOOK
 def test_pair_finds_its_sidecar(tmp_path: Path) -> None:
     data = np.zeros((3, 3, 3), np.float32)
     nib.save(nib.Nifti1Pair(data, np.eye(4)), tmp_path / "sub-01_T1w.img")

@@ -167,12 +167,6 @@ def test_different_shape_is_refused(
     assert "resample_to" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hook needed: the grid-mismatch ValueError does not name the file; "
-    "VoxelAffineIndex needs the source file name (set by backend.dataset_from_source) "
-    "and grid_mismatch_message must print it",
-)
 @pytest.mark.filterwarnings("ignore:In a future version of xarray the default value for join")
 def test_different_grid_error_names_the_file(
     subjects: tuple[list[Path], np.ndarray], odd_subject: Path

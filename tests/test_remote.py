@@ -227,13 +227,6 @@ def test_open_s3_file_object(s3: S3) -> None:
 
 # -- what a read costs --------------------------------------------------------------------
 
-RANGE_HOOK = pytest.mark.xfail(
-    strict=True,
-    reason="hook needed: fsspec files are opened with the filesystem's default cache "
-    "(s3fs: 50 MiB read-ahead), so the whole object is downloaded; _source._open_fsspec "
-    "and array.open_reader must open with a small block size / cache_type='none'",
-)
-
 
 def _volume_read_cost(s3: S3, log: RequestLog, key: str, volume: int) -> tuple[int, int, int]:
     """(bytes at open, bytes for one volume, GET requests for that volume)."""
@@ -264,7 +257,6 @@ def test_report_remote_read_cost(s3: S3, log: RequestLog) -> None:
     )
 
 
-@RANGE_HOOK
 def test_open_reads_only_the_header(s3: S3, log: RequestLog) -> None:
     key = "sub-01_task-rest_bold.nii"
     at_open, _, _ = _volume_read_cost(s3, log, key, 0)
@@ -272,7 +264,6 @@ def test_open_reads_only_the_header(s3: S3, log: RequestLog) -> None:
     assert at_open < s3.sizes[key] / 20
 
 
-@RANGE_HOOK
 def test_single_volume_reads_only_its_bytes(s3: S3, log: RequestLog) -> None:
     key = "sub-01_task-rest_bold.nii"
     volume_bytes = int(np.prod(SHAPE[:3])) * 2
@@ -283,7 +274,6 @@ def test_single_volume_reads_only_its_bytes(s3: S3, log: RequestLog) -> None:
         assert requests <= 2
 
 
-@RANGE_HOOK
 def test_first_gzip_volume_does_not_download_the_whole_file(s3: S3, log: RequestLog) -> None:
     key = "sub-01_task-rest_bold.nii.gz"
     at_open, first_volume, _ = _volume_read_cost(s3, log, key, 0)
@@ -404,11 +394,6 @@ def test_read_remote_sidecar(s3: S3) -> None:
     assert read_sidecar(s3_url("sub-02_task-rest_bold.nii.gz"), storage_options=s3.options) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hook needed: backend.open_dataset must take sidecar=True and add "
-    "_bids.sidecar_attrs(source.name, ..., storage_options=storage_options)",
-)
 def test_open_url_adds_remote_sidecar(s3: S3) -> None:
     ds = xr.open_dataset(
         s3_url("sub-01_task-rest_bold.nii.gz"), engine="nifti", storage_options=s3.options

@@ -709,7 +709,11 @@ def _open_url(url: str, storage_options: dict[str, Any]) -> ImageSource:
 
 def _open_fsspec(open_file: Any, name: str) -> ImageSource:
     try:
-        fileobj = open_file.open()
+        # A small read-ahead: filesystems such as s3fs default to 50 MiB
+        # blocks, which would download whole images to parse a header.
+        fileobj = open_file.fs.open(
+            open_file.path, mode="rb", block_size=1 << 16, cache_type="readahead"
+        )
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{name}: no such object ({err})") from err
     except PermissionError as err:

@@ -169,7 +169,13 @@ def open_reader(location: DataLocation, mode: str = "rb") -> _Reader:
         else:
             fileobj, owned = ImageOpener(location.path, "rb"), True
     elif hasattr(fileobj, "open") and not hasattr(fileobj, "read"):  # fsspec OpenFile
-        fileobj, owned = fileobj.open(), True
+        # Uncompressed data: fetch exactly the byte ranges a region needs.
+        # gzip: the inflate stream reads forward, so 1 MiB read-ahead pays off.
+        if location.compression is None:
+            options: dict[str, Any] = {"cache_type": "none"}
+        else:
+            options = {"block_size": 1 << 20, "cache_type": "readahead"}
+        fileobj, owned = fileobj.fs.open(fileobj.path, mode="rb", **options), True
     if location.compression == "gzip":
         return _GzipReader(location, fileobj, owned)
     return _FileReader(location, fileobj, owned)

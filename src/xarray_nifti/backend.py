@@ -15,6 +15,7 @@ from xarray.coding.common import lazy_elemwise_func
 from xarray.coding.variables import CFScaleOffsetCoder
 from xarray.core import indexing
 
+from ._bids import sidecar_attrs
 from ._errors import NiftiFormatError
 from ._metadata import (
     DIM_NAMES,
@@ -110,7 +111,9 @@ def dataset_from_source(
     variable.encoding["preferred_chunks"] = _preferred_chunks(dims, array.shape, decoded_itemsize)
 
     axis_dims = tuple(DIM_NAMES[a] if a < len(shape) else None for a in range(3))
-    coords = xr.Coordinates.from_xindex(VoxelAffineIndex.from_geometry(geometry, axis_dims))
+    coords = xr.Coordinates.from_xindex(
+        VoxelAffineIndex.from_geometry(geometry, axis_dims, source=source.name)
+    )
     if len(shape) > 3:
         times = time_values(header, shape[3])
         if times is not None:
@@ -185,6 +188,7 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         "mask_and_scale",
         "var_name",
         "storage_options",
+        "sidecar",
     )
 
     def open_dataset(
@@ -195,6 +199,7 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         mask_and_scale: bool = True,
         var_name: str = "data",
         storage_options: dict[str, Any] | None = None,
+        sidecar: bool = True,
     ) -> xr.Dataset:
         """Open a NIfTI/Analyze image lazily.
 
@@ -212,6 +217,11 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
             Name of the data variable.
         storage_options
             Passed to fsspec for URLs.
+        sidecar
+            Add the fields of a BIDS JSON sidecar with the same stem
+            (``sub-01_bold.json`` beside ``sub-01_bold.nii.gz``) to the data
+            variable's attrs; a RepetitionTime that disagrees with the
+            header's TR gives a ``BidsSidecarWarning`` naming both.
         """
         source = open_source(filename_or_obj, storage_options)
         try:
@@ -224,6 +234,9 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
             raise NiftiFormatError(
                 f"{source.name}: invalid header field value ({type(err).__name__}: {err})"
             ) from err
+        if sidecar and isinstance(filename_or_obj, str | os.PathLike):
+            attrs = dataset[var_name].attrs
+            attrs.update(sidecar_attrs(source.name, attrs, storage_options=storage_options))
         if drop_variables is not None:
             names = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)
             dataset = dataset.drop_vars([n for n in names if n in dataset.variables])
