@@ -119,3 +119,57 @@ def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
     ds = xr.open_dataset(EXAMPLE4D, engine="nifti")
     centre = tuple(n // 2 for n in ds.data.shape[:3])
     assert f"-> {int(ds.data.values[(*centre, 0)])}" in result.stdout
+
+
+def _corrupt_in_the_middle(path: Path, tmp_path: Path) -> Path:
+    """A .nii.gz whose deflate stream is damaged after the first few volumes."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 1000, size=(16, 16, 8, 12)).astype("int16")
+    good = tmp_path / "good.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), good)
+    raw = bytearray(good.read_bytes())
+    middle = len(raw) * 2 // 3
+    raw[middle : middle + 64] = bytes(64)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".nc", ".nii.gz"])
+def test_convert_failure_leaves_no_output(tmp_path: Path, suffix: str) -> None:
+    from xarray_nifti.cli import convert
+
+    source = _corrupt_in_the_middle(tmp_path / "broken.nii.gz", tmp_path)
+    target = tmp_path / f"out{suffix}"
+    with pytest.raises(ValueError, match=r"broken\.nii\.gz"):
+        convert(str(source), str(target))
+    assert not target.exists()
+    leftovers = [
+        p.name for p in tmp_path.iterdir() if p.name not in ("broken.nii.gz", "good.nii.gz")
+    ]
+    assert leftovers == []
+
+
+def test_convert_interrupted_keeps_existing_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xarray_nifti import array
+    from xarray_nifti.cli import convert
+
+    target = tmp_path / "out.nii.gz"
+    target.write_bytes(b"old content")
+    calls = {"n": 0}
+    original = array.read_region
+
+    def interrupt_third_read(*args: object, **kwargs: object) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(array, "read_region", interrupt_third_read)
+    source = tmp_path / "bold.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4, 6), "int16"), np.eye(4)), source)
+    with pytest.raises(KeyboardInterrupt):
+        convert(str(source), str(target))
+    assert target.read_bytes() == b"old content"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bold.nii.gz", "out.nii.gz"]

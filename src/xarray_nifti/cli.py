@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -68,16 +69,36 @@ def _progress(total: int) -> Any:
 
 
 def convert(source: str, target: str, chunks: Any = None) -> Path:
-    """Convert NIfTI ⇄ Zarr/NetCDF (geometry kept via encode/decode)."""
+    """Convert NIfTI ⇄ Zarr/NetCDF (geometry kept via encode/decode), atomically.
+
+    The output is written beside the target under a temporary name and moved
+    into place only when complete, so an error or Ctrl-C leaves no partial
+    output; an existing target is never replaced (NIfTI targets follow
+    ``to_nifti``'s rule and are replaced atomically).
+    """
     ds = _open(source, chunks={} if chunks is None else chunks)
-    out = Path(target)
-    with _progress(1):
-        if target.endswith((".zarr", ".zarr/")):
-            ds.nifti.encode().to_zarr(target, mode="w-")
-        elif target.endswith(".nc"):
-            ds.nifti.encode().to_netcdf(target, engine="h5netcdf")
-        else:
-            ds.nifti.to_nifti(target)
+    out = Path(target.rstrip("/"))
+    if out.suffix in (".zarr", ".nc") and out.exists():
+        raise FileExistsError(f"{out}: already exists; remove it or choose another name")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"{out}: the folder {out.parent} does not exist")
+    if out.suffix not in (".zarr", ".nc"):
+        with _progress(1):
+            ds.nifti.to_nifti(out)
+        return out
+    temp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    try:
+        with _progress(1):
+            if out.suffix == ".zarr":
+                ds.nifti.encode().to_zarr(temp, mode="w-")
+            else:
+                ds.nifti.encode().to_netcdf(temp, engine="h5netcdf")
+        os.replace(temp, out)
+    finally:
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        elif temp.exists():
+            temp.unlink()
     return out
 
 
@@ -189,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "demo":
             for line in demo(args.outdir):
                 print(line)
+    except KeyboardInterrupt:
+        print(f"xarray-nifti {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (OSError, ValueError, KeyError, TypeError, ImportError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"xarray-nifti {args.command}: error: {message}", file=sys.stderr)
