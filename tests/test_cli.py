@@ -46,6 +46,7 @@ def test_info_prints_geometry_of_a_real_file(nibabel_data: Path) -> None:
         (("info", "/no/such/file.nii"), "no such file"),
         (("plot", "{example}", "-o", "x.png", "--at", "1,2"), "--at needs three numbers"),
         (("plot", "{example}", "-o", "x.png", "--at", "a,b,c"), "--at needs three numbers"),
+        (("plot", "{example}", "-o", "x.png", "--at", "-900,0,0"), "outside"),
     ],
 )
 def test_bad_input_gives_one_line_error(args: tuple[str, ...], needle: str, tmp_path: Path) -> None:

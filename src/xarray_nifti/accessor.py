@@ -88,7 +88,7 @@ class _NiftiAccessor(Generic[T_Xarray]):
 
         Examples
         --------
-        >>> import os, nibabel, xarray as xr
+        >>> import os, nibabel, numpy as np, xarray as xr
         >>> from nibabel.testing import data_path
         >>> path = os.path.join(data_path, "example4d.nii.gz")
         >>> ds = xr.open_dataset(path, engine="nifti")

@@ -192,7 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``xarray-nifti``; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # "--at -40,60,30" would read as an option: glue the value on.
+    for n, value in enumerate(arguments[:-1]):
+        if value == "--at":
+            arguments[n : n + 2] = [f"--at={arguments[n + 1]}"]
+            break
+    args = parser.parse_args(arguments)
     try:
         if args.command == "info":
             print(describe(args.file))

@@ -48,6 +48,7 @@ class NiftiGeometry:
 
     Examples
     --------
+    >>> import numpy as np
     >>> g = NiftiGeometry(np.diag([2.0, 2.0, 2.0, 1.0]), (4, 5, 6), sform_code=1)
     >>> g.space, g.axcodes
     ('scanner', ('R', 'A', 'S'))
@@ -147,7 +148,9 @@ class VoxelAffineTransform(CoordinateTransform):
 
     Examples
     --------
-    >>> t = VoxelAffineTransform(NiftiGeometry(np.diag([2.0, 3, 4, 1]), (2, 2, 2)), ("i", "j", "k"))
+    >>> import numpy as np
+    >>> geometry = NiftiGeometry(np.diag([2.0, 3, 4, 1]), (2, 2, 2))
+    >>> t = VoxelAffineTransform(geometry, ("i", "j", "k"))
     >>> {k: float(v) for k, v in t.forward({"i": 1, "j": 1, "k": 1}).items()}
     {'x': 2.0, 'y': 3.0, 'z': 4.0}
     """
