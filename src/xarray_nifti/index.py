@@ -134,6 +134,8 @@ class VoxelAffineIndex(CoordinateTransformIndex):
 
     Examples
     --------
+    >>> import numpy as np, xarray as xr
+    >>> from xarray_nifti import NiftiGeometry, VoxelAffineIndex
     >>> geometry = NiftiGeometry(np.diag([2.0, 2.0, 2.0, 1.0]), (4, 4, 4))
     >>> index = VoxelAffineIndex.from_geometry(geometry)
     >>> coords = xr.Coordinates.from_xindex(index)
