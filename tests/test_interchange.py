@@ -198,6 +198,7 @@ def test_encode_computes_no_world_coordinates(forward_calls: list[int]) -> None:
         assert forward_calls == []
 
 
+@pytest.mark.filterwarnings("ignore:saving variable:xarray.SerializationWarning")
 @pytest.mark.parametrize("name", FILES)
 def test_nifti_zarr_nifti_is_exact(name: str, tmp_path: Path, forward_calls: list[int]) -> None:
     pytest.importorskip("zarr")
@@ -212,6 +213,8 @@ def test_nifti_zarr_nifti_is_exact(name: str, tmp_path: Path, forward_calls: lis
     assert_same(source, tmp_path / "back.nii.gz")
 
 
+# xarray warns that scaled integers have no _FillValue: NIfTI data have none.
+@pytest.mark.filterwarnings("ignore:saving variable:xarray.SerializationWarning")
 @pytest.mark.parametrize("name", ["example4d.nii.gz", "anatomical.nii", "example_nifti2.nii.gz"])
 def test_nifti_netcdf_nifti_is_exact(name: str, tmp_path: Path) -> None:
     pytest.importorskip("h5netcdf")

@@ -939,3 +939,38 @@ def test_dask_scheduler_single_threaded(tmp_path: Path) -> None:
     ):
         ds.nifti.to_nifti(tmp_path / "s.nii")
     assert_same(NIBABEL_DATA / "functional.nii", tmp_path / "s.nii")
+
+
+def test_large_dims_need_nifti2(tmp_path: Path) -> None:
+    data = np.arange(40000 * 2, dtype=np.int32).reshape(40000, 2, 1)
+    nib.save(nib.Nifti2Image(data, np.eye(4)), tmp_path / "long.nii")
+    with open_nifti(tmp_path / "long.nii") as ds:
+        array = ds.data.load()
+    array.encoding.pop("format")
+    with pytest.raises(ValueError, match="NIfTI-1 dims are at most 32767"):
+        array.nifti.to_nifti(tmp_path / "v1.nii", version=1)
+    array.nifti.to_nifti(tmp_path / "auto.nii")
+    assert isinstance(nib.load(tmp_path / "auto.nii"), nib.Nifti2Image)
+    # int32 values stored as int16 are clipped to its range.
+    array.nifti.to_nifti(tmp_path / "i16.nii", dtype="int16")
+    raw = np.asanyarray(nib.load(tmp_path / "i16.nii").dataobj)
+    assert np.array_equal(raw, np.clip(data, -32768, 32767))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.nii", "i16.nii", "long.nii"]
+
+
+@pytest.mark.filterwarnings("ignore:The specified chunks separate:UserWarning")
+@pytest.mark.parametrize(
+    "chunks",
+    [{"i": 50}, {"time": -1, "k": 5}, {"i": 30, "j": 40, "k": 7, "time": 1}, {"time": -1, "i": 17}],
+)
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_any_chunking_is_exact(
+    chunks: dict[str, int], suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks split along fast axes, or whole time series per chunk, with small slabs."""
+    monkeypatch.setattr(writer, "_SLAB_BYTES", 200_000)
+    source = NIBABEL_DATA / "example4d.nii.gz"
+    with open_nifti(source, chunks=chunks) as ds:
+        ds.nifti.to_nifti(tmp_path / f"out{suffix}")
+    assert_same(source, tmp_path / f"out{suffix}")
+    assert no_temp_files(tmp_path)

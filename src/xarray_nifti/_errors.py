@@ -1,8 +1,8 @@
-"""Exception types raised for files that are not valid NIfTI/Analyze images."""
+"""Exception and warning types for files that are not valid NIfTI/Analyze images."""
 
 from __future__ import annotations
 
-__all__ = ["NiftiFormatError", "NiftiTruncatedError"]
+__all__ = ["NiftiFormatError", "NiftiHeaderWarning", "NiftiTruncatedError"]
 
 
 class NiftiFormatError(ValueError):
@@ -15,3 +15,12 @@ class NiftiFormatError(ValueError):
 
 class NiftiTruncatedError(NiftiFormatError):
     """A file holds fewer bytes than its header says (cut short, or changed after opening)."""
+
+
+class NiftiHeaderWarning(UserWarning):
+    """A header field is invalid but the image can still be read with a documented fallback.
+
+    The message names the file, the field, its value and what is used instead
+    (for example a singular sform replaced by the qform, or an unknown unit
+    code read as ``"unknown"``).
+    """

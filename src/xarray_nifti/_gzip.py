@@ -130,6 +130,11 @@ class GzipStream:
         try:
             out = self._inflater.decompress(data, max_out)
         except _ZLIB_ERROR as err:
+            if "check" in str(err):  # zlib's "incorrect data check" / "incorrect length check"
+                raise NiftiFormatError(
+                    f"{self.name}: gzip checksum (CRC32/size) mismatch at the end of a member "
+                    f"(near compressed byte {self._in_pos}): the file is corrupt ({err})"
+                ) from err
             raise NiftiFormatError(
                 f"{self.name}: corrupt gzip data near compressed byte {self._in_pos}: {err}; "
                 "the file is damaged"

@@ -28,10 +28,11 @@ from typing import IO, Any, cast
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
+from nibabel.imageglobals import LoggingOutputSuppressor
 from nibabel.openers import ImageOpener
 from nibabel.spatialimages import HeaderDataError
 
-from ._errors import NiftiFormatError, NiftiTruncatedError
+from ._errors import NiftiFormatError, NiftiHeaderWarning, NiftiTruncatedError
 
 __all__ = ["DataLocation", "ImageSource", "open_source", "sniff_format"]
 
@@ -135,28 +136,48 @@ class _RawHeader:
     kind: str  # "nifti1", "nifti1-pair", "nifti2", "nifti2-pair" or "analyze"
     endian: str
     sizeof_hdr: int
+    stored_sizeof_hdr: int | None = None  # set when the stored value is wrong
+
+
+_NIFTI1_MAGICS = {b"n+1\x00": "nifti1", b"ni1\x00": "nifti1-pair"}
+_NIFTI2_MAGICS = {b"n+2\x00": "nifti2", b"ni2\x00": "nifti2-pair"}
+
+
+def _ndim_endian(head: bytes, offset: int, fmt: str) -> str | None:
+    """The byte order in which ``dim[0]`` (at ``offset``) is 1..7, or ``None``."""
+    for endian in "<>":
+        (ndim,) = struct.unpack(endian + fmt, head[offset : offset + struct.calcsize(fmt)])
+        if 1 <= ndim <= 7:
+            return endian
+    return None
 
 
 def _raw_layout(head: bytes) -> _RawHeader | None:
-    """Format and byte order from ``sizeof_hdr`` and the magic, or ``None``."""
+    """Format and byte order from ``sizeof_hdr`` and the magic, or ``None``.
+
+    A wrong ``sizeof_hdr`` is accepted when the NIfTI magic is intact (the
+    byte order then comes from ``dim[0]``, as nibabel and niftilib read it).
+    """
     if len(head) < 4:
         return None
     for endian in "<>":
         (size,) = struct.unpack(endian + "i", head[:4])
         if size == 348:
-            magic = head[344:348]
-            if magic == b"n+1\x00":
-                return _RawHeader("nifti1", endian, 348)
-            if magic == b"ni1\x00":
-                return _RawHeader("nifti1-pair", endian, 348)
-            return _RawHeader("analyze", endian, 348)
+            return _RawHeader(_NIFTI1_MAGICS.get(head[344:348], "analyze"), endian, 348)
         if size == 540:
-            magic = head[4:8]
-            if magic == b"n+2\x00":
-                return _RawHeader("nifti2", endian, 540)
-            if magic == b"ni2\x00":
-                return _RawHeader("nifti2-pair", endian, 540)
-            return _RawHeader("nifti2-badmagic", endian, 540)
+            kind = _NIFTI2_MAGICS.get(head[4:8], "nifti2-badmagic")
+            return _RawHeader(kind, endian, 540)
+    (stored,) = struct.unpack("<i", head[:4])
+    if len(head) >= 348 and head[344:348] in _NIFTI1_MAGICS:
+        endian1 = _ndim_endian(head, 40, "h")
+        if endian1 is not None:
+            (stored,) = struct.unpack(endian1 + "i", head[:4])
+            return _RawHeader(_NIFTI1_MAGICS[head[344:348]], endian1, 348, stored)
+    if len(head) >= 540 and head[4:8] in _NIFTI2_MAGICS and head[8:12] == b"\r\n\x1a\n":
+        endian2 = _ndim_endian(head, 16, "q")
+        if endian2 is not None:
+            (stored,) = struct.unpack(endian2 + "i", head[:4])
+            return _RawHeader(_NIFTI2_MAGICS[head[4:8]], endian2, 540, stored)
     return None
 
 
@@ -195,6 +216,13 @@ def _check_raw_header(name: str, head: bytes, *, single: bool) -> _RawHeader:
             f"{'NIfTI-2' if layout.sizeof_hdr == 540 else 'NIfTI-1/Analyze'} header has "
             f"{layout.sizeof_hdr}; the file is truncated"
         )
+    if layout.stored_sizeof_hdr is not None:
+        _warn(
+            f"{name}: header field sizeof_hdr = {layout.stored_sizeof_hdr} is wrong (expected "
+            f"{layout.sizeof_hdr}); the magic identifies a "
+            f"{'NIfTI-1' if layout.sizeof_hdr == 348 else 'NIfTI-2'} header, read as one"
+        )
+    layout = _mixed_byte_order(name, head, layout)
     e = layout.endian
     if layout.sizeof_hdr == 348:
         magic = head[344:348]
@@ -243,7 +271,39 @@ def _check_raw_header(name: str, head: bytes, *, single: bool) -> _RawHeader:
         raise NiftiFormatError(
             f"{name}: header field vox_offset = {vox_offset} is not a valid byte offset"
         )
+    if vox_offset != int(vox_offset):
+        raise NiftiFormatError(
+            f"{name}: header field vox_offset = {vox_offset} is not a whole number of bytes, "
+            "so where the data starts is unknown"
+        )
     return layout
+
+
+def _mixed_byte_order(name: str, head: bytes, layout: _RawHeader) -> _RawHeader:
+    """Follow ``dim[0]`` when it contradicts the byte order of ``sizeof_hdr`` (as nibabel)."""
+    offset, fmt = (40, "h") if layout.sizeof_hdr == 348 else (16, "q")
+    (ndim,) = struct.unpack(layout.endian + fmt, head[offset : offset + struct.calcsize(fmt)])
+    if 1 <= ndim <= 7:
+        return layout
+    endian = _ndim_endian(head, offset, fmt)
+    if endian is None:
+        return layout  # dim[0] is invalid in both byte orders: reported by the caller
+    order = {"<": "little", ">": "big"}
+    _warn(
+        f"{name}: header field sizeof_hdr is stored {order[layout.endian]}-endian but dim[0] "
+        f"and the other fields are {order[endian]}-endian; the header and data are read "
+        f"{order[endian]}-endian (as nibabel and niftilib do)"
+    )
+    return replace(layout, endian=endian, stored_sizeof_hdr=layout.sizeof_hdr)
+
+
+def _check_single_offset(name: str, layout: _RawHeader, offset: int) -> None:
+    first = layout.sizeof_hdr + 4
+    if offset < first:
+        raise NiftiFormatError(
+            f"{name}: header field vox_offset = {offset} points inside the header: the data "
+            f"of a single-file image starts at byte {first} or later"
+        )
 
 
 # -- reading the first bytes ---------------------------------------------------------
@@ -427,38 +487,276 @@ def _location(
     return location
 
 
-def _choose_affine(name: str, header: Any, best: Any) -> np.ndarray:
-    """nibabel's affine, or (if it has NaN/inf) the next valid one of qform and zooms."""
+def _warn(message: str) -> None:
+    warnings.warn(message, NiftiHeaderWarning, stacklevel=5)
+
+
+_XYZ_UNIT_CODES = frozenset((0, 1, 2, 3))
+_T_UNIT_CODES = frozenset((0, 8, 16, 24, 32, 40, 48))
+
+
+def _sanitize_header(name: str, header: Any) -> None:
+    """Check the header fields nibabel reads without complaint but cannot use, in place.
+
+    Fixes are nibabel's where nibabel has one (its header checks set zero
+    voxel sizes to 1, take the absolute value of negative ones and reset
+    invalid xform codes to 0), and each is reported as a
+    :class:`NiftiHeaderWarning` naming the file and the field, instead of
+    nibabel's log message without a file name. Raises :class:`NiftiFormatError`
+    for fields that make the data unreadable.
+    """
+    ndim = int(header["dim"][0])
+    if int(header["sizeof_hdr"]) != header.sizeof_hdr:  # reported by _check_raw_header
+        header["sizeof_hdr"] = header.sizeof_hdr
+    _check_bitpix(name, header)
+    pixdim = header["pixdim"]
+    for axis in (1, 2, 3):
+        value = float(pixdim[axis])
+        if np.isfinite(value) and value > 0:
+            continue
+        fixed = abs(value) if np.isfinite(value) and value < 0 else 1.0
+        pixdim[axis] = fixed
+        if axis <= ndim:
+            _warn(
+                f"{name}: header field pixdim[{axis}] = {value:g} is not a valid voxel size; "
+                f"using {fixed:g}" + (" (its absolute value, as nibabel does)" if value < 0 else "")
+            )
+    if float(pixdim[0]) not in (-1.0, 1.0):  # qfac: anything else means 1 (nibabel, spec)
+        pixdim[0] = 1.0
+    if ndim >= 4:
+        step = float(pixdim[4])
+        if not np.isfinite(step) or step < 0:
+            _warn(
+                f"{name}: header field pixdim[4] = {step:g} is not a valid time step; the "
+                "time axis gets no coordinate"
+            )
+    if "scl_slope" in header:
+        slope = float(header["scl_slope"])
+        inter = float(header["scl_inter"]) if "scl_inter" in header else 0.0
+        if not np.isfinite(slope):
+            _warn(
+                f"{name}: header field scl_slope = {slope:g} is not a number; the data is "
+                "read unscaled (as nibabel does)"
+            )
+        elif slope != 0 and not np.isfinite(inter):
+            raise NiftiFormatError(
+                f"{name}: header field scl_inter = {inter:g} (the intercept) is not a number "
+                f"but scl_slope = {slope:g} asks for scaling: the values cannot be computed"
+            )
+    if not isinstance(header, nib.Nifti1Header):
+        return
+    for field in ("sform_code", "qform_code"):
+        code = int(header[field])
+        if code not in nib.nifti1.xform_codes.value_set():
+            header[field] = 0
+            form = field[0] + "form"
+            _warn(
+                f"{name}: header field {field} = {code} is not a valid NIfTI code; the {form} "
+                "is ignored (code set to 0, as nibabel does)"
+            )
+    units = int(header["xyzt_units"])
+    xyz, t = units % 8, units - units % 8
+    if xyz not in _XYZ_UNIT_CODES or t not in _T_UNIT_CODES:
+        header["xyzt_units"] = (xyz if xyz in _XYZ_UNIT_CODES else 0) + (
+            t if t in _T_UNIT_CODES else 0
+        )
+        _warn(
+            f"{name}: header field xyzt_units = {units} holds an unknown unit code "
+            f"(space {xyz}, time {t}); that unit is read as 'unknown'"
+        )
+
+
+def _check_bitpix(name: str, header: Any) -> None:
+    code = int(header["datatype"])
     try:
-        affine = np.asarray(best() if callable(best) else best, dtype=np.float64)
-    except _PARSE_ERRORS:
-        affine = np.full((4, 4), np.nan)
+        bits = np.dtype(cast(Any, header._data_type_codes.dtype[code])).itemsize * 8
+    except (KeyError, TypeError, ValueError):
+        return  # an unknown datatype is reported by _check_dtype
+    bitpix = int(header["bitpix"])
+    if bits and bitpix != bits:
+        header["bitpix"] = bits
+        _warn(
+            f"{name}: header field bitpix = {bitpix} does not match datatype {code} "
+            f"({header._data_type_codes.label[code]}, {bits} bits); the datatype is used, as "
+            "nibabel does"
+        )
+
+
+def _form(getter: Any) -> tuple[np.ndarray | None, str]:
+    """A header form and what is wrong with it (``""`` if nothing)."""
+    try:
+        form = np.asarray(getter(), dtype=np.float64)
+    except _PARSE_ERRORS as err:
+        return None, f"is invalid ({err})"
+    if form.shape != (4, 4) or not np.all(np.isfinite(form)):
+        return None, "contains NaN or infinite values"
+    if np.linalg.matrix_rank(form[:3, :3]) < 3:
+        return form, "is singular (a zero voxel size or collinear axes)"
+    return form, ""
+
+
+def _choose_nifti_affine(name: str, header: Any) -> np.ndarray:
+    """nibabel's affine rule (sform, qform, zooms) after dropping unusable forms.
+
+    An sform with NaN/inf or a singular matrix is replaced by a valid qform
+    (code > 0) and its code set to 0; a singular sform without a valid qform
+    is kept (the file's own geometry; mapping world to voxel positions then
+    raises), a non-finite one gives way to the zooms-only affine. A qform that
+    cannot be computed (impossible quaternion) or has NaN/inf is ignored.
+    Each replacement warns with a :class:`NiftiHeaderWarning` naming both.
+    """
+    s_code, q_code = int(header["sform_code"]), int(header["qform_code"])
+    q_problem = _form(header.get_qform)[1] if q_code > 0 else ""
+    q_valid = q_code > 0 and not q_problem
+    use_sform = False
+    if s_code > 0:
+        sform, s_problem = _form(header.get_sform)
+        if not s_problem:
+            use_sform = True
+        elif q_valid:
+            header["sform_code"] = 0
+            _warn(
+                f"{name}: the sform (sform_code = {s_code}) {s_problem}; using the qform "
+                f"(qform_code = {q_code}) instead"
+            )
+        elif sform is not None:
+            use_sform = True
+            _warn(
+                f"{name}: the sform (sform_code = {s_code}) {s_problem} and there is no valid "
+                "qform to fall back to; it is kept, so world_to_voxel, sel(method='nearest') "
+                "and resample_to will raise"
+            )
+        else:
+            header["sform_code"] = 0
+            _warn(
+                f"{name}: the sform (sform_code = {s_code}) {s_problem} and there is no valid "
+                "qform to fall back to; using the zooms-only affine from pixdim"
+            )
+    if q_code > 0 and q_problem:
+        header["qform_code"] = 0
+        fallback = "the sform is used" if use_sform else "using the zooms-only affine from pixdim"
+        _warn(f"{name}: the qform (qform_code = {q_code}) {q_problem}; it is ignored, {fallback}")
+    return np.asarray(header.get_best_affine(), dtype=np.float64)
+
+
+def _choose_affine(name: str, header: Any, best: Any) -> np.ndarray:
+    """The affine to use (see :func:`_choose_nifti_affine`); never NaN/inf."""
+    if isinstance(header, nib.Nifti1Header):
+        try:
+            affine = _choose_nifti_affine(name, header)
+        except _PARSE_ERRORS:
+            affine = np.full((4, 4), np.nan)
+    else:  # Analyze/SPM: nibabel's affine (SPM reads a .mat file beside the image)
+        try:
+            affine = np.asarray(best() if callable(best) else best, dtype=np.float64)
+        except _PARSE_ERRORS:
+            affine = np.full((4, 4), np.nan)
     if affine.shape == (4, 4) and np.all(np.isfinite(affine)):
         return affine
-    candidates: list[tuple[str, Any]] = []
-    if isinstance(header, nib.Nifti1Header) and int(header["qform_code"]) > 0:
-        candidates.append(("qform", header.get_qform))
-    candidates.append(("zooms-only affine", header.get_base_affine))
-    for label, getter in candidates:
-        try:
-            fallback = np.asarray(getter(), dtype=np.float64)
-        except _PARSE_ERRORS:
-            continue
-        if fallback.shape == (4, 4) and np.all(np.isfinite(fallback)):
-            warnings.warn(
-                f"{name}: the header's voxel-to-world affine contains NaN or infinite values; "
-                f"using the {label} instead",
-                UserWarning,
-                stacklevel=4,
-            )
-            return fallback
-    warnings.warn(
-        f"{name}: the header has no finite voxel-to-world affine (sform, qform and pixdim "
-        "are all invalid); using the identity",
-        UserWarning,
-        stacklevel=4,
-    )
+    fallback, problem = _form(header.get_base_affine)
+    if fallback is not None and not problem:
+        _warn(
+            f"{name}: the header's voxel-to-world affine contains NaN or infinite values; "
+            "using the zooms-only affine from pixdim"
+        )
+        return fallback
+    _warn(f"{name}: the header has no finite voxel-to-world affine; using the identity")
     return np.eye(4)
+
+
+# -- header extensions ----------------------------------------------------------------
+
+_EXTENSION_READ = 1 << 20
+
+
+def _read_exactly(stream: Any, count: int) -> bytes:
+    """Up to ``count`` bytes, read in pieces so a lying size allocates nothing extra."""
+    parts: list[bytes] = []
+    while count > 0:
+        part = stream.read(min(count, _EXTENSION_READ))
+        if not part:
+            break
+        parts.append(part)
+        count -= len(part)
+    return b"".join(parts)
+
+
+def _read_extensions(
+    name: str, stream: Any, header: Any, endian: str, limit: int | None
+) -> tuple[Any, int]:
+    """Header extensions from ``stream`` (positioned after the extension flag).
+
+    ``limit`` is the number of bytes the extensions may occupy (up to
+    ``vox_offset``), or ``None`` for a detached header (up to its end). An
+    extension whose size is impossible (below 8 bytes, or reaching past the
+    data offset) ends the list with a :class:`NiftiHeaderWarning`; the
+    extensions before it are kept. Contents are read only after their size
+    is checked, so a corrupt size never allocates memory. Returns the
+    extensions and the bytes they occupy.
+    """
+    extensions = type(header.extensions)()
+    position = header.sizeof_hdr + 4
+    used = 0
+    number = 0
+    while limit is None or limit - used >= 16:
+        start = stream.read(8)
+        if not start and limit is None:
+            break
+        if len(start) < 8:
+            raise NiftiTruncatedError(
+                f"{name}: the file ends inside header extension #{number + 1} at byte "
+                f"{position + used}; the file is truncated"
+            )
+        esize, ecode = struct.unpack(endian + "2i", start)
+        number += 1
+        where = f"header extension #{number} (code {ecode}) at byte {position + used}"
+        if esize < 8 or (limit is not None and used + esize > limit):
+            room = "" if limit is None else f", and vox_offset leaves {limit - used} bytes"
+            _warn(
+                f"{name}: {where} has an invalid size esize = {esize} (at least 8 bytes{room}); "
+                "it and any extensions after it are ignored"
+            )
+            break
+        content = _read_exactly(stream, esize - 8)
+        if len(content) < esize - 8:
+            if limit is None:
+                _warn(
+                    f"{name}: {where} has esize = {esize}, past the end of the header file; it "
+                    "is ignored"
+                )
+                break
+            raise NiftiTruncatedError(
+                f"{name}: the file ends inside {where} (esize = {esize}); the file is truncated"
+            )
+        if esize % 16:
+            _warn(
+                f"{name}: {where} has esize = {esize}, not a multiple of 16 bytes; it is read as is"
+            )
+        used += esize
+        extensions.append(_make_extension(int(ecode), content.rstrip(b"\x00")))
+    return extensions, used
+
+
+def _make_extension(code: int, content: bytes) -> Any:
+    try:
+        return nib.nifti1.extension_codes.handler[code](code, content)
+    except Exception:  # unknown code, or a handler that cannot parse its content
+        return nib.nifti1.Nifti1Extension(code, content)
+
+
+def _check_offset_in_file(name: str, offset: int, size: int | None, compressed: bool) -> None:
+    if size is None:
+        return
+    if not compressed and offset > size:
+        raise NiftiFormatError(
+            f"{name}: header field vox_offset = {offset} is past the end of the file ({size} bytes)"
+        )
+    if compressed and offset > _MAX_DEFLATE_RATIO * size:
+        raise NiftiFormatError(
+            f"{name}: header field vox_offset = {offset} is past the end of the file: a gzip "
+            f"file of {size} bytes cannot hold more than {_MAX_DEFLATE_RATIO * size} "
+            "uncompressed bytes"
+        )
 
 
 # -- single files -------------------------------------------------------------------
@@ -477,26 +775,44 @@ def _open_single(
     compression: str | None = "gzip" if compressed else None
     if path is not None and not compressed and path.lower().endswith(_COMPRESSED_SUFFIXES[1:]):
         compression = "other"
+    if path is not None and compression != "other":
+        file_size = os.stat(path).st_size
+    size_known = None if compression == "other" else file_size
     try:
-        fileobj.seek(0)
-        if compressed:
-            with gzip.GzipFile(fileobj=fileobj, mode="rb") as stream:
-                header = header_class.from_fileobj(stream)
-        else:
-            header = header_class.from_fileobj(fileobj)
-    except (zlib.error, gzip.BadGzipFile) as err:
-        raise NiftiFormatError(f"{name}: corrupt gzip stream in the header: {err}") from err
-    except EOFError as err:
-        raise NiftiTruncatedError(
-            f"{name}: the file ends inside the header or its extensions: {err}"
-        ) from err
+        # check=False: the checks nibabel would log without a file name are ours
+        header = header_class(head[: layout.sizeof_hdr], layout.endian, check=False)
+        offset = int(header.get_data_offset())
     except _PARSE_ERRORS as err:
         raise NiftiFormatError(f"{name}: cannot parse the image header: {err}") from err
+    _check_single_offset(name, layout, offset)
+    _check_offset_in_file(name, offset, size_known, compressed)
+    flag = head[layout.sizeof_hdr : layout.sizeof_hdr + 1]
+    if flag not in (b"", b"\x00") and offset - layout.sizeof_hdr - 4 >= 16:
+        try:
+            fileobj.seek(0)
+            if compressed:
+                with gzip.GzipFile(fileobj=fileobj, mode="rb") as stream:
+                    stream.read(layout.sizeof_hdr + 4)
+                    extensions, _ = _read_extensions(
+                        name, stream, header, layout.endian, offset - layout.sizeof_hdr - 4
+                    )
+            else:
+                fileobj.read(layout.sizeof_hdr + 4)
+                extensions, _ = _read_extensions(
+                    name, fileobj, header, layout.endian, offset - layout.sizeof_hdr - 4
+                )
+        except (zlib.error, gzip.BadGzipFile) as err:
+            raise NiftiFormatError(f"{name}: corrupt gzip stream in the header: {err}") from err
+        except EOFError as err:
+            raise NiftiTruncatedError(
+                f"{name}: the file ends inside the header extensions: {err}"
+            ) from err
+        header.extensions = extensions
     if _is_cifti(header):
         raise _cifti_error(name, header)
+    _sanitize_header(name, header)
     try:
         slope, inter = header.get_slope_inter()
-        offset = int(header.get_data_offset())
     except _PARSE_ERRORS as err:
         raise NiftiFormatError(f"{name}: invalid header field: {err}") from err
     location = _location(
@@ -570,22 +886,60 @@ def _header_file_of(path: str) -> str:
     return candidates[0]
 
 
+def _pair_extensions(header_path: str, layout: _RawHeader) -> tuple[bytes, Any]:
+    """The header bytes of a NIfTI pair without extensions, and its checked extensions.
+
+    nibabel reads a detached header's extensions to the end of the file and
+    fails on an impossible ``esize``; ours are read by :func:`_read_extensions`
+    (bad ones are dropped with a warning) and nibabel gets the header alone.
+    """
+    try:
+        with ImageOpener(header_path, "rb") as fobj:
+            raw = fobj.read()
+    except (OSError, EOFError, zlib.error, ValueError) as err:
+        raise NiftiFormatError(f"{header_path}: cannot read the header: {err}") from err
+    block = raw[: layout.sizeof_hdr]
+    header_class = (
+        nib.nifti1.Nifti1PairHeader if layout.sizeof_hdr == 348 else nib.nifti2.Nifti2PairHeader
+    )
+    header = header_class(block, layout.endian, check=False)
+    stream = io.BytesIO(raw[layout.sizeof_hdr + 4 :])
+    extensions, _ = _read_extensions(header_path, stream, header, layout.endian, None)
+    return block + bytes(4), extensions
+
+
+def _load_pair(path: str, header_path: str, layout: _RawHeader | None, block: bytes | None) -> Any:
+    with LoggingOutputSuppressor():  # header problems are reported as warnings later
+        if block is None or layout is None:
+            return nib.load(path)
+        klass = nib.Nifti1Pair if layout.sizeof_hdr == 348 else nib.Nifti2Pair
+        file_map = klass.filespec_to_file_map(header_path)
+        file_map["header"].fileobj = io.BytesIO(block)
+        return klass.from_file_map(file_map)
+
+
 def _open_pair_path(path: str) -> ImageSource:
     header_path = _header_file_of(path)
+    layout: _RawHeader | None = None
+    block: bytes | None = None
+    extensions: Any = None
     if os.path.isfile(header_path) and os.path.getsize(header_path) > 0:
         try:
             with ImageOpener(header_path, "rb") as fobj:
                 head = fobj.read(_HEAD_BYTES)
         except (OSError, EOFError, zlib.error, ValueError) as err:
             raise NiftiFormatError(f"{header_path}: cannot read the header: {err}") from err
-        _check_raw_header(header_path, head, single=False)
+        layout = _check_raw_header(header_path, head, single=False)
+        flag = head[layout.sizeof_hdr : layout.sizeof_hdr + 1]
+        if layout.kind in ("nifti1-pair", "nifti2-pair") and flag not in (b"", b"\x00"):
+            block, extensions = _pair_extensions(header_path, layout)
     elif header_path != path and not os.path.exists(header_path):
         raise FileNotFoundError(
             f"{path}: the header file {header_path} of this header/image pair is missing"
         )
     img: Any
     try:
-        img = nib.load(path)
+        img = _load_pair(path, header_path, layout, block)
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"{path}: a file of this header/image pair is missing ({err})"
@@ -606,14 +960,19 @@ def _open_pair_path(path: str) -> ImageSource:
             f"{header_file}: the image data file {image_file} of this header/image pair is missing"
         )
     try:
-        with ImageOpener(header_file) as fobj:
-            header = img.header_class.from_fileobj(fobj)
+        if block is not None:
+            header = img.header_class.from_fileobj(io.BytesIO(block), check=False)
+            header.extensions = extensions
+        else:
+            with ImageOpener(header_file) as fobj:
+                header = img.header_class.from_fileobj(fobj, check=False)
         offset = int(img.dataobj.offset)
         slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
     except _PARSE_OR_OS_ERRORS as err:
         raise NiftiFormatError(f"{header_file}: cannot parse the image header: {err}") from err
     if _is_cifti(header):
         raise _cifti_error(path, header)
+    _sanitize_header(path, header)
     location = _location(path, header, image_file, None, _compression_of(image_file), offset, None)
     affine = _choose_affine(path, header, lambda: img.affine)
     return ImageSource(path, type(img), header, affine, location, slope, inter)
