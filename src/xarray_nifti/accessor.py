@@ -145,9 +145,7 @@ class _NiftiAccessor(Generic[T_Xarray]):
         [32.0, -40.0, -16.0]
         """
         a = self.affine
-        return tuple(
-            a[row, 0] * i + a[row, 1] * j + a[row, 2] * k + a[row, 3] for row in range(3)
-        )
+        return tuple(a[row, 0] * i + a[row, 1] * j + a[row, 2] * k + a[row, 3] for row in range(3))
 
     def world_to_voxel(
         self, x: Any, y: Any, z: Any, *, round: bool = False
