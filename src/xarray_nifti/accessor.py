@@ -144,8 +144,7 @@ class _NiftiAccessor(Generic[T_Xarray]):
         >>> [round(float(c), 2) for c in ds.nifti.voxel_to_world(0, 0, 0)]
         [32.0, -40.0, -16.0]
         """
-        a = self.affine
-        return tuple(a[row, 0] * i + a[row, 1] * j + a[row, 2] * k + a[row, 3] for row in range(3))
+        return _apply(self.affine, i, j, k)
 
     def world_to_voxel(
         self, x: Any, y: Any, z: Any, *, round: bool = False
@@ -163,17 +162,7 @@ class _NiftiAccessor(Generic[T_Xarray]):
         >>> ds.nifti.world_to_voxel(32.0, -40.0, -16.0, round=True)
         (0, 0, 0)
         """
-        a = self.affine
-        if abs(np.linalg.det(a[:3, :3])) < 1e-12:
-            raise ValueError(
-                "cannot map world coordinates to voxels: the affine is singular (a zero voxel "
-                f"size or collinear axes):\n{a}"
-            )
-        inverse = np.linalg.inv(a)
-        out = [
-            inverse[row, 0] * x + inverse[row, 1] * y + inverse[row, 2] * z + inverse[row, 3]
-            for row in range(3)
-        ]
+        out = list(_apply(affine_maths.inverse_affine(self.affine), x, y, z))
         if round:
             out = [_round_to_int(v) for v in out]
         return out[0], out[1], out[2]
@@ -356,6 +345,15 @@ class _NiftiAccessor(Generic[T_Xarray]):
         from .interchange import decode
 
         return decode(self._obj)
+
+
+def _apply(matrix: np.ndarray, a: Any, b: Any, c: Any) -> tuple[Any, Any, Any]:
+    # Plain arithmetic (not apply_affine) so DataArrays, arrays and scalars keep their kind.
+    x, y, z = (
+        matrix[row, 0] * a + matrix[row, 1] * b + matrix[row, 2] * c + matrix[row, 3]
+        for row in range(3)
+    )
+    return x, y, z
 
 
 def _round_to_int(value: Any) -> Any:

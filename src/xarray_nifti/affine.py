@@ -29,6 +29,7 @@ __all__ = [
     "axcodes",
     "check_affine",
     "grid_transform",
+    "inverse_affine",
     "orientation_plan",
     "space_name",
     "voxel_sizes",
@@ -75,6 +76,23 @@ def check_affine(affine: npt.ArrayLike) -> FloatArray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"the affine contains NaN or infinite values:\n{arr}")
     return arr
+
+
+def inverse_affine(affine: npt.ArrayLike) -> FloatArray:
+    """Inverse of a 4×4 affine, or a ``ValueError`` when it is singular.
+
+    Examples
+    --------
+    >>> inverse_affine(np.diag([2.0, 4.0, 5.0, 1.0])).diagonal().tolist()
+    [0.5, 0.25, 0.2, 1.0]
+    """
+    arr = np.asarray(affine, dtype=np.float64)
+    if abs(np.linalg.det(arr[:3, :3])) < 1e-12:
+        raise ValueError(
+            "cannot map world coordinates to voxels: the affine is singular (a zero voxel "
+            f"size or collinear axes):\n{arr}"
+        )
+    return np.asarray(np.linalg.inv(arr), dtype=np.float64)
 
 
 def grid_transform(

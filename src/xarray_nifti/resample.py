@@ -18,6 +18,7 @@ import xarray as xr
 from dask.delayed import delayed
 
 from .accessor import axis_order, current_affine, find_index
+from .affine import inverse_affine
 from .index import VoxelAffineIndex
 from .transform import NiftiGeometry
 
@@ -128,12 +129,8 @@ def resample_to(
     if len(index.transform.present_axes) != 3:
         raise ValueError("resampling needs all three spatial dims of the source")
     source_affine = current_affine(obj, index)
-    if abs(np.linalg.det(source_affine[:3, :3])) < 1e-12:
-        raise ValueError(
-            f"cannot resample: the source affine is singular (a zero voxel size):\n{source_affine}"
-        )
     target_affine, target_shape, target_coords, target_dims = _target_grid(target, index.geometry)
-    mapping = np.linalg.inv(source_affine) @ target_affine
+    mapping = inverse_affine(source_affine) @ target_affine
     order_axes = axis_order(obj, index)
     spatial = [str(index.transform.axis_dims[a]) for a in order_axes]
     extra = [str(d) for d in obj.dims if d not in spatial]
