@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers the .nifti accessor)
-from ._errors import NiftiFormatError, NiftiTruncatedError
+from ._errors import NiftiFormatError, NiftiHeaderWarning, NiftiTruncatedError
 from .backend import NiftiBackendEntrypoint
 from .index import VoxelAffineIndex
 from .interchange import from_nibabel
@@ -25,6 +25,7 @@ __all__ = [
     "NiftiBackendEntrypoint",
     "NiftiFormatError",
     "NiftiGeometry",
+    "NiftiHeaderWarning",
     "NiftiTruncatedError",
     "VoxelAffineIndex",
     "VoxelAffineTransform",

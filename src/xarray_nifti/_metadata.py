@@ -53,6 +53,16 @@ def _text(value: Any) -> str:
     return str(raw)
 
 
+def xyzt_units(header: Any) -> tuple[str, str]:
+    """Spatial and time unit names; unknown codes read as ``"unknown"``.
+
+    nibabel's ``get_xyzt_units`` raises ``KeyError`` for codes NIfTI does not define.
+    """
+    code = int(header["xyzt_units"])
+    labels = nib.nifti1.unit_codes.label
+    return labels.get(code % 8, "unknown"), labels.get(code - code % 8, "unknown")
+
+
 def geometry_from_header(header: Any, affine: np.ndarray, shape: tuple[int, ...]) -> NiftiGeometry:
     """Geometry of the first three axes: chosen affine, sform/qform and their codes."""
     spatial = tuple(shape[:3]) + (1,) * (3 - min(3, len(shape)))
@@ -84,7 +94,7 @@ def time_values(header: Any, ntime: int) -> np.ndarray | None:
     if len(zooms) < 4:
         return None
     step = float(zooms[3])
-    t_unit = header.get_xyzt_units()[1] if hasattr(header, "get_xyzt_units") else "unknown"
+    t_unit = xyzt_units(header)[1] if isinstance(header, nib.Nifti1Header) else "unknown"
     if t_unit not in TIME_UNIT_SECONDS or not np.isfinite(step) or step <= 0:
         return None
     scale = TIME_UNIT_SECONDS[t_unit]
@@ -120,7 +130,7 @@ def attrs_from_header(header: Any, geometry: NiftiGeometry) -> dict[str, Any]:
     attrs["space"] = geometry.space
     if not isinstance(header, nib.Nifti1Header):
         return attrs
-    spatial_unit, time_unit = header.get_xyzt_units()
+    spatial_unit, time_unit = xyzt_units(header)
     attrs["spatial_units"] = spatial_unit
     attrs["time_units"] = time_unit
     zooms = header.get_zooms()
@@ -391,7 +401,7 @@ def build_header(
     --------
     >>> g = NiftiGeometry(np.diag([2.0, 2.0, 2.0, 1.0]), (4, 5, 6), sform_code=4)
     >>> header = build_header(g, (4, 5, 6), np.dtype("int16"), {}, {})
-    >>> header.get_zooms(), int(header["sform_code"])
+    >>> tuple(float(z) for z in header.get_zooms()), int(header["sform_code"])
     ((2.0, 2.0, 2.0), 4)
     """
     header_class = {
@@ -417,7 +427,7 @@ def build_header(
             header.set_xyzt_units(spatial_unit, time_unit)
         except (KeyError, HeaderDataError):
             header.set_xyzt_units("mm", "sec")
-    time_unit = header.get_xyzt_units()[1]
+    time_unit = xyzt_units(header)[1]
     per_second = 1.0 / TIME_UNIT_SECONDS.get(time_unit, 1.0)
     # The qform holds what a quaternion can (it also sets pixdim[0:4]); the
     # sform holds the full affine.

@@ -19,6 +19,7 @@ import gzip
 import io
 import os
 import struct
+import sys
 import warnings
 import zlib
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from typing import IO, Any, cast
 
 import nibabel as nib
 import numpy as np
+import xarray
 from nibabel.filebasedimages import ImageFileError
 from nibabel.imageglobals import LoggingOutputSuppressor
 from nibabel.openers import ImageOpener
@@ -160,14 +162,16 @@ def _raw_layout(head: bytes) -> _RawHeader | None:
     """
     if len(head) < 4:
         return None
+    bad_magic: _RawHeader | None = None
     for endian in "<>":
         (size,) = struct.unpack(endian + "i", head[:4])
         if size == 348:
             return _RawHeader(_NIFTI1_MAGICS.get(head[344:348], "analyze"), endian, 348)
         if size == 540:
-            kind = _NIFTI2_MAGICS.get(head[4:8], "nifti2-badmagic")
-            return _RawHeader(kind, endian, 540)
-    (stored,) = struct.unpack("<i", head[:4])
+            if head[4:8] in _NIFTI2_MAGICS:
+                return _RawHeader(_NIFTI2_MAGICS[head[4:8]], endian, 540)
+            bad_magic = _RawHeader("nifti2-badmagic", endian, 540)
+            break  # unless a NIfTI-1 magic says what it is
     if len(head) >= 348 and head[344:348] in _NIFTI1_MAGICS:
         endian1 = _ndim_endian(head, 40, "h")
         if endian1 is not None:
@@ -178,7 +182,7 @@ def _raw_layout(head: bytes) -> _RawHeader | None:
         if endian2 is not None:
             (stored,) = struct.unpack(endian2 + "i", head[:4])
             return _RawHeader(_NIFTI2_MAGICS[head[4:8]], endian2, 540, stored)
-    return None
+    return bad_magic
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -222,20 +226,10 @@ def _check_raw_header(name: str, head: bytes, *, single: bool) -> _RawHeader:
             f"{layout.sizeof_hdr}); the magic identifies a "
             f"{'NIfTI-1' if layout.sizeof_hdr == 348 else 'NIfTI-2'} header, read as one"
         )
-    layout = _mixed_byte_order(name, head, layout)
-    e = layout.endian
     if layout.sizeof_hdr == 348:
-        magic = head[344:348]
-        dims = struct.unpack(e + "8h", head[40:56])
-        (code,) = struct.unpack(e + "h", head[70:72])
-        (vox_offset,) = struct.unpack(e + "f", head[108:112])
-        expected = b"n+1\x00"
+        magic, expected = head[344:348], b"n+1\x00"
     else:
-        magic = head[4:8]
-        dims = struct.unpack(e + "8q", head[16:80])
-        (code,) = struct.unpack(e + "h", head[12:14])
-        (vox_offset,) = struct.unpack(e + "q", head[168:176])
-        expected = b"n+2\x00"
+        magic, expected = head[4:8], b"n+2\x00"
     if layout.kind == "nifti2-badmagic" or (single and layout.kind not in ("nifti1", "nifti2")):
         hint = {
             "nifti1-pair": " (it is the header of a .hdr/.img pair: open the .hdr file by path)",
@@ -247,6 +241,16 @@ def _check_raw_header(name: str, head: bytes, *, single: bool) -> _RawHeader:
             f"{name}: wrong magic {bytes(magic)!r} in the header, expected {expected!r} for a "
             f"single-file image{hint}"
         )
+    layout = _mixed_byte_order(name, head, layout)
+    e = layout.endian
+    if layout.sizeof_hdr == 348:
+        dims = struct.unpack(e + "8h", head[40:56])
+        (code,) = struct.unpack(e + "h", head[70:72])
+        (vox_offset,) = struct.unpack(e + "f", head[108:112])
+    else:
+        dims = struct.unpack(e + "8q", head[16:80])
+        (code,) = struct.unpack(e + "h", head[12:14])
+        (vox_offset,) = struct.unpack(e + "q", head[168:176])
     ndim = dims[0]
     if not 1 <= ndim <= 7:
         raise NiftiFormatError(
@@ -487,8 +491,23 @@ def _location(
     return location
 
 
+_INTERNAL_DIRS = tuple(
+    os.path.dirname(path) + os.sep for path in (nib.__file__, xarray.__file__, __file__) if path
+)
+
+
 def _warn(message: str) -> None:
-    warnings.warn(message, NiftiHeaderWarning, stacklevel=5)
+    """Warn with a :class:`NiftiHeaderWarning` attributed to the caller's code.
+
+    The warning points at the first frame outside this package, xarray and
+    nibabel (usually the user's ``xr.open_dataset`` line).
+    """
+    level = 2
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, NiftiHeaderWarning, stacklevel=level)
 
 
 _XYZ_UNIT_CODES = frozenset((0, 1, 2, 3))
@@ -521,8 +540,8 @@ def _sanitize_header(name: str, header: Any) -> None:
                 f"{name}: header field pixdim[{axis}] = {value:g} is not a valid voxel size; "
                 f"using {fixed:g}" + (" (its absolute value, as nibabel does)" if value < 0 else "")
             )
-    if float(pixdim[0]) not in (-1.0, 1.0):  # qfac: anything else means 1 (nibabel, spec)
-        pixdim[0] = 1.0
+    if isinstance(header, nib.Nifti1Header) and float(pixdim[0]) not in (-1.0, 1.0):
+        pixdim[0] = 1.0  # qfac: anything but -1 means 1 (NIfTI, nibabel); unused by Analyze
     if ndim >= 4:
         step = float(pixdim[4])
         if not np.isfinite(step) or step < 0:
@@ -739,7 +758,8 @@ def _read_extensions(
 
 def _make_extension(code: int, content: bytes) -> Any:
     try:
-        return nib.nifti1.extension_codes.handler[code](code, content)
+        handler: Any = nib.nifti1.extension_codes.handler[code]
+        return handler(code, content)
     except Exception:  # unknown code, or a handler that cannot parse its content
         return nib.nifti1.Nifti1Extension(code, content)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ from xarray.backends import BackendArray, CachingFileManager
 from xarray.backends.locks import SerializableLock
 from xarray.core import indexing
 
-from ._errors import NiftiTruncatedError
+from ._errors import NiftiFormatError, NiftiTruncatedError
 from ._gzip import GzipStream
 from ._source import DataLocation
 
@@ -74,6 +75,12 @@ class _MappedReader(_Reader):
         super().__init__(location)
         assert location.path is not None
         self._file = open(location.path, "rb")  # noqa: SIM115 - closed in close()
+        if os.fstat(self._file.fileno()).st_size == 0:  # mmap refuses empty files
+            self._file.close()
+            raise NiftiTruncatedError(
+                f"{location.name}: the file shrank to 0 bytes after it was opened (its data "
+                f"needs {location.offset + location.nbytes}); reopen it"
+            )
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
 
     def _check_size(self) -> None:
@@ -111,14 +118,42 @@ class _MappedReader(_Reader):
 
 
 class _FileReader(_Reader):
-    """Uncompressed file object (BytesIO, fsspec file, open file)."""
+    """Uncompressed file object (BytesIO, fsspec file, open file), or a decompressing one.
 
-    def __init__(self, location: DataLocation, fileobj: Any, owned: bool) -> None:
+    ``decompressing`` readers (``.bz2``/``.zst`` through nibabel's opener)
+    turn the decompressor's errors into :class:`NiftiFormatError` naming the
+    file; I/O errors of plain files (disk, network) propagate unchanged.
+    """
+
+    def __init__(
+        self, location: DataLocation, fileobj: Any, owned: bool, decompressing: bool = False
+    ) -> None:
         super().__init__(location)
         self._fileobj = fileobj
         self._owned = owned
+        self._decompressing = decompressing
 
     def read_into(self, offset: int, out: memoryview) -> None:
+        if not self._decompressing:
+            self._read_into(offset, out)
+            return
+        name = self.location.name
+        try:
+            self._read_into(offset, out)
+        except EOFError as err:
+            raise NiftiTruncatedError(
+                f"{name}: the compressed stream ends before byte {offset + len(out)} of the "
+                f"image data; the file is truncated ({err})"
+            ) from err
+        except NiftiFormatError:
+            raise
+        except (OSError, ValueError, zlib.error) as err:
+            raise NiftiFormatError(
+                f"{name}: cannot decompress the image data near byte {offset}: {err}; the "
+                "file is damaged"
+            ) from err
+
+    def _read_into(self, offset: int, out: memoryview) -> None:
         self._fileobj.seek(offset)
         data = self._fileobj.read(len(out))
         if len(data) != len(out):
@@ -160,6 +195,15 @@ def open_reader(location: DataLocation, mode: str = "rb") -> _Reader:
     """
     if mode != "rb":
         raise ValueError(f"{location.name}: NIfTI data is opened read-only, not {mode!r}")
+    try:
+        return _open_reader(location)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{location.name}: the file was removed or renamed after it was opened ({err})"
+        ) from err
+
+
+def _open_reader(location: DataLocation) -> _Reader:
     fileobj, owned = location.fileobj, False
     if location.path is not None:
         if location.compression is None:
@@ -167,7 +211,8 @@ def open_reader(location: DataLocation, mode: str = "rb") -> _Reader:
         if location.compression == "gzip":
             fileobj, owned = open(location.path, "rb"), True  # noqa: SIM115
         else:
-            fileobj, owned = ImageOpener(location.path, "rb"), True
+            opener = ImageOpener(location.path, "rb")
+            return _FileReader(location, opener, owned=True, decompressing=True)
     elif hasattr(fileobj, "open") and not hasattr(fileobj, "read"):  # fsspec OpenFile
         # Uncompressed data: fetch exactly the byte ranges a region needs.
         # gzip: the inflate stream reads forward, so 1 MiB read-ahead pays off.

@@ -14,6 +14,7 @@ from xarray.backends import BackendEntrypoint
 from xarray.coding.common import lazy_elemwise_func
 from xarray.coding.variables import CFScaleOffsetCoder
 from xarray.core import indexing
+from xarray.indexes import RangeIndex
 
 from ._bids import sidecar_attrs
 from ._errors import NiftiFormatError
@@ -38,6 +39,7 @@ _PAIR_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
 _SNIFF_BYTES = 8192  # compressed bytes read to find a header inside a .gz
 _HEAD_BYTES = 552
 _SLAB_BYTES = 128 << 20
+_EAGER_TIME_MAX = 1 << 20  # volumes; longer time axes get a lazy RangeIndex
 _HEADER_ERRORS = (KeyError, IndexError, ValueError, TypeError, OverflowError, ZeroDivisionError)
 
 
@@ -51,9 +53,15 @@ def _scaling(source: ImageSource) -> tuple[Any, Any] | None:
         return None
     raw = source.data.dtype
     # xarray's CF rule: float32 for ≤16-bit integers with float32 factors (NIfTI-1,
-    # SPM Analyze), float64 otherwise (NIfTI-2 stores float64 factors).
+    # SPM Analyze), float64 otherwise (NIfTI-2 stores float64 factors) -- unless
+    # float32 cannot hold the scaled values (a huge slope): then float64, as nibabel.
     small_int = raw.kind in "iu" and raw.itemsize <= 2
-    float_type = np.float32 if small_int and source.format != "nifti2" else np.float64
+    float_type: type[np.floating[Any]] = np.float64
+    if small_int and source.format != "nifti2":
+        info = np.iinfo(raw)
+        largest = max(abs(int(info.min)), int(info.max)) * abs(slope) + abs(inter)
+        if largest <= float(np.finfo(np.float32).max):
+            float_type = np.float32
     return float_type(slope), float_type(inter)
 
 
@@ -115,16 +123,35 @@ def dataset_from_source(
         VoxelAffineIndex.from_geometry(geometry, axis_dims, source=source.name)
     )
     if len(shape) > 3:
-        times = time_values(header, shape[3])
-        if times is not None:
-            coords = coords.assign(
-                time=xr.Variable(
-                    "time", times, attrs={"units": "s", "long_name": "acquisition time"}
-                )
-            )
+        coords = _with_time(coords, header, shape[3])
     dataset = xr.Dataset({var_name: variable}, coords=coords)
     dataset.set_close(array.close)
     return dataset
+
+
+def _with_time(coords: xr.Coordinates, header: Any, ntime: int) -> xr.Coordinates:
+    """Add the ``time`` coordinate; lazy (a ``RangeIndex``) for very long time axes.
+
+    Memory at open time must not grow with header dims: a header claiming
+    10⁹ volumes (possible for a small, highly compressed file) would otherwise
+    allocate 8 GB for its time stamps.
+    """
+    attrs = {"units": "s", "long_name": "acquisition time"}
+    if ntime <= _EAGER_TIME_MAX:
+        times = time_values(header, ntime)
+        if times is None:
+            return coords
+        return coords.assign(time=xr.Variable("time", times, attrs=attrs))
+    first = time_values(header, 2)
+    if first is None:
+        return coords
+    start, step = float(first[0]), float(first[1] - first[0])
+    index = RangeIndex.linspace(
+        start, start + ntime * step, ntime, endpoint=False, dim="time", coord_name="time"
+    )
+    merged = coords.merge(xr.Coordinates.from_xindex(index)).coords
+    merged["time"].attrs.update(attrs)
+    return merged
 
 
 def _inflate_some(data: bytes, count: int) -> bytes:
