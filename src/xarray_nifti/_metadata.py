@@ -60,7 +60,7 @@ def xyzt_units(header: Any) -> tuple[str, str]:
     """
     code = int(header["xyzt_units"])
     labels = nib.nifti1.unit_codes.label
-    return labels.get(code % 8, "unknown"), labels.get(code - code % 8, "unknown")
+    return str(labels.get(code % 8, "unknown")), str(labels.get(code - code % 8, "unknown"))
 
 
 def geometry_from_header(header: Any, affine: np.ndarray, shape: tuple[int, ...]) -> NiftiGeometry:
