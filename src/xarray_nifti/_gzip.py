@@ -3,17 +3,47 @@
 Reading a 4-D ``.nii.gz`` chunk by chunk must not re-inflate the file from its
 start for every chunk (quadratic), and jumping back to an earlier volume must
 not cost a full pass. A :class:`GzipStream` keeps one inflate state per file
-and process, moves it forward for sequential reads, and drops a checkpoint (a
-copy of the inflate state, about 40 kB) every ``spacing`` bytes of output, so a
-backward jump re-inflates at most ``spacing`` bytes. zlib-ng inflates about
-twice as fast as CPython's zlib and its inflate objects can be copied, which
-is what a checkpoint needs.
+and process and moves it forward for sequential reads.
+
+**Checkpoints.** It drops a checkpoint (a copy of the inflate state) at the
+uncompressed offsets where chunks start -- the reader is told the chunk grid
+(``first`` + n × ``stride``, the backend's preferred chunks) -- so a backward
+jump re-inflates exactly the chunk it asks for. Without a grid, or when chunks
+are smaller than ``spacing`` (``max(1 MiB, data_end / 1024)``), checkpoints
+sit on every m-th grid point, m = ceil(spacing / stride), so there are never
+more than about 1024 of them.
+
+**Checkpoint size.** ``decompress`` is fed at most ``_FEED`` (64 KiB) of
+compressed input at a time, as zero-copy slices of the 1 MiB block read from
+the file. An inflate object keeps a reference to its ``unconsumed_tail`` (a
+copy of the input it has not consumed yet), and so does every ``copy()`` of
+it; feeding small slices keeps that tail, and so each checkpoint, at about
+40 kB of inflate state + window plus at most 64 KiB of tail (fed whole 1 MiB
+blocks made 400 checkpoints cost 215 MiB).
+
+**Skip cache.** dask runs independent chunk reads out of order (descending
+string order of their keys: 99, 98, ..., 90, 9, 89, ...). When a read lies
+ahead of the stream, the whole chunks inflated on the way (and otherwise
+thrown away) are kept, most recent first, in a small cache, so the next
+requests -- typically the chunks just before the one asked for -- are served
+without inflating them again. A cached chunk is dropped when it is served.
+
+**Memory bound** per stream (i.e. per file and process): checkpoints
+≤ (1024 + 1) × (~40 kB + 64 KiB) ≈ 105 MiB in the worst case and about
+``n_checkpoints`` × 50 kB in practice (20 MiB for 400 volumes); plus the skip
+cache ≤ ``min(_SKIP_CACHE_BYTES = 32 MiB, _SKIP_CACHE_CHUNKS = 16 chunks)``
+(chunks larger than that bound are not cached at all); plus one 1 MiB input
+block.
+
+zlib-ng inflates about twice as fast as CPython's zlib and its inflate
+objects can be copied, which is what a checkpoint needs.
 """
 
 from __future__ import annotations
 
 import bisect
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from types import ModuleType
 from typing import IO, Any
@@ -32,9 +62,18 @@ _ZLIB_ERROR: tuple[type[BaseException], ...] = (_zlib.error, zlib.error)
 __all__ = ["GzipStream"]
 
 _GZIP_WBITS = 31  # gzip wrapper: zlib parses the member header and checks CRC32 + ISIZE
-_READ_SIZE = 1 << 20
+_READ_SIZE = 1 << 20  # compressed bytes read from the file at once
+_FEED = 64 << 10  # compressed bytes given to decompress() at once (bounds checkpoint size)
+_OUT_STEP = 1 << 20  # uncompressed bytes asked of decompress() at once
 _MAX_CHECKPOINTS = 1024
 _TRAILER_SLACK = 1 << 20  # bytes inflated past the data block while looking for the CRC
+# Skip cache: whole chunks inflated while moving forward to a later read.
+# 16 chunks cover the run of chunks dask asks for after a jump (the ten
+# "siblings" 98..90 of 99 in string order) with room to spare; 32 MiB keeps
+# the cache small next to the chunks dask itself holds (a temporal mean of a
+# 442 MB scan may use at most 110 MB above the import floor).
+_SKIP_CACHE_BYTES = 32 << 20
+_SKIP_CACHE_CHUNKS = 16
 
 
 @dataclass
@@ -57,6 +96,16 @@ class GzipStream:
         Uncompressed offset where the image data ends. Reading never inflates
         more than this (plus a bounded look for the gzip trailer, whose CRC is
         checked when a read reaches ``data_end``).
+    first, stride
+        Optional chunk grid: the uncompressed offsets ``first + n * stride``
+        where chunks start (e.g. the data offset and the bytes of one volume).
+        Checkpoints are placed on this grid; see :meth:`set_chunk_grid`.
+
+    Attributes
+    ----------
+    inflated
+        Total uncompressed bytes inflated so far (including bytes skipped and
+        the look for the trailer); ``inflated / bytes read`` measures waste.
 
     Examples
     --------
@@ -68,15 +117,59 @@ class GzipStream:
     b'\\x04\\x05\\x06'
     """
 
-    def __init__(self, fileobj: IO[bytes], name: str, data_end: int) -> None:
+    def __init__(
+        self,
+        fileobj: IO[bytes],
+        name: str,
+        data_end: int,
+        first: int | None = None,
+        stride: int | None = None,
+    ) -> None:
         self._file = fileobj
         self.name = name
         self.data_end = int(data_end)
         self.spacing = max(1 << 20, self.data_end // _MAX_CHECKPOINTS)
+        self.first = 0
+        self.stride: int | None = None
+        self.inflated = 0
         self._checkpoints: list[_Checkpoint] = []
         self._checkpoint_positions: list[int] = []
+        self._skipped: OrderedDict[int, bytes] = OrderedDict()
+        self._skipped_bytes = 0
         self._verified = False
+        if stride is not None:
+            self.set_chunk_grid(0 if first is None else first, stride)
         self._restart()
+
+    def set_chunk_grid(self, first: int, stride: int) -> None:
+        """Place future checkpoints (and skip-cache entries) on ``first + n * stride``."""
+        if stride <= 0 or first < 0:
+            raise ValueError(f"invalid chunk grid first={first}, stride={stride}")
+        self.first, self.stride = int(first), int(stride)
+
+    # -- grid -------------------------------------------------------------------
+    def _chunk(self) -> tuple[int, int]:
+        """(first, chunk size) of the grid chunks (spacing-sized without a grid)."""
+        if self.stride is None:
+            return 0, self.spacing
+        return self.first, self.stride
+
+    def _checkpoint_step(self) -> tuple[int, int]:
+        """(first, step) of the checkpoint grid: every m-th chunk start, ≤ ~1024 in all."""
+        first, stride = self._chunk()
+        every = -(-self.spacing // stride)
+        return first, stride * every
+
+    def _due_after(self, pos: int) -> int:
+        """The first checkpoint grid position strictly after ``pos``."""
+        first, step = self._checkpoint_step()
+        if pos < first:
+            return first
+        return first + ((pos - first) // step + 1) * step
+
+    def _on_grid(self, pos: int) -> bool:
+        first, step = self._checkpoint_step()
+        return pos == 0 or (pos >= first and (pos - first) % step == 0)
 
     # -- stream state -----------------------------------------------------------
     # Invariant: ``_pending`` is always the file's bytes ``[_in_pos - len(_pending), _in_pos)``,
@@ -85,16 +178,18 @@ class GzipStream:
         self._inflater = _zlib.decompressobj(_GZIP_WBITS)
         self._out_pos = 0
         self._in_pos = 0
-        self._pending = b""
+        self._pending: memoryview = memoryview(b"")
         self._ended = False
         self._add_checkpoint()
 
     def _add_checkpoint(self) -> None:
-        if self._checkpoint_positions and self._checkpoint_positions[-1] >= self._out_pos:
+        n = bisect.bisect_left(self._checkpoint_positions, self._out_pos)
+        if n < len(self._checkpoint_positions) and self._checkpoint_positions[n] == self._out_pos:
             return
         resume = self._in_pos - len(self._pending)
-        self._checkpoints.append(_Checkpoint(self._out_pos, resume, self._inflater.copy()))
-        self._checkpoint_positions.append(self._out_pos)
+        checkpoint = _Checkpoint(self._out_pos, resume, self._inflater.copy())
+        self._checkpoints.insert(n, checkpoint)
+        self._checkpoint_positions.insert(n, self._out_pos)
 
     def _restore(self, target: int) -> None:
         n = bisect.bisect_right(self._checkpoint_positions, target) - 1
@@ -102,17 +197,18 @@ class GzipStream:
         self._inflater = cp.inflater.copy()
         self._out_pos = cp.out_pos
         self._in_pos = cp.in_pos
-        self._pending = b""
+        self._pending = memoryview(b"")
         self._ended = False
 
-    def _next_input(self) -> bytes:
-        if self._pending:
-            data, self._pending = self._pending, b""
-            return data
+    def _fill(self) -> None:
+        """Read the next block of compressed input (keeps the ``_pending`` invariant)."""
         self._file.seek(self._in_pos)
-        data = self._file.read(_READ_SIZE)
-        self._in_pos += len(data)
-        return data
+        block = self._file.read(_READ_SIZE)
+        self._in_pos += len(block)
+        if self._pending:
+            self._pending = memoryview(bytes(self._pending) + block)
+        else:
+            self._pending = memoryview(block)
 
     def _step(self, max_out: int) -> tuple[bytes, bool]:
         """Inflate once: (output, whether a gzip member ended)."""
@@ -121,7 +217,9 @@ class GzipStream:
                 f"{self.name}: the gzip stream ends after {self._out_pos} uncompressed bytes, "
                 f"but the image data ends at byte {self.data_end}; the file is truncated"
             )
-        data = self._next_input()
+        if not self._pending:
+            self._fill()
+        data = self._pending[:_FEED]
         if not data:
             raise NiftiTruncatedError(
                 f"{self.name}: the gzip stream is cut short after {self._out_pos} uncompressed "
@@ -130,31 +228,29 @@ class GzipStream:
         try:
             out = self._inflater.decompress(data, max_out)
         except _ZLIB_ERROR as err:
+            near = self._in_pos - len(self._pending)
             if "check" in str(err):  # zlib's "incorrect data check" / "incorrect length check"
                 raise NiftiFormatError(
                     f"{self.name}: gzip checksum (CRC32/size) mismatch at the end of a member "
-                    f"(near compressed byte {self._in_pos}): the file is corrupt ({err})"
+                    f"(near compressed byte {near}): the file is corrupt ({err})"
                 ) from err
             raise NiftiFormatError(
-                f"{self.name}: corrupt gzip data near compressed byte {self._in_pos}: {err}; "
+                f"{self.name}: corrupt gzip data near compressed byte {near}: {err}; "
                 "the file is damaged"
             ) from err
         self._out_pos += len(out)
+        self.inflated += len(out)
         member_ended = bool(self._inflater.eof)
+        left = len(self._inflater.unused_data if member_ended else self._inflater.unconsumed_tail)
+        self._pending = self._pending[len(data) - left :]
         if member_ended:
-            self._pending = self._inflater.unused_data + self._pending
             self._start_next_member()
-        else:
-            self._pending = self._inflater.unconsumed_tail + self._pending
         return out, member_ended
 
     def _start_next_member(self) -> None:
         if len(self._pending) < 2:
-            self._file.seek(self._in_pos)
-            more = self._file.read(_READ_SIZE)
-            self._in_pos += len(more)
-            self._pending += more
-        if self._pending[:2] == b"\x1f\x8b":
+            self._fill()
+        if bytes(self._pending[:2]) == b"\x1f\x8b":
             self._inflater = _zlib.decompressobj(_GZIP_WBITS)
         else:  # end of file, or trailing bytes that are not another gzip member
             self._ended = True
@@ -166,20 +262,61 @@ class GzipStream:
             if out:
                 return out
 
-    def _skip_to(self, target: int) -> None:
-        while self._out_pos < target:
-            step = min(target - self._out_pos, self._next_checkpoint_gap())
-            self._inflate(step)
-            self._maybe_checkpoint()
-
-    def _next_checkpoint_gap(self) -> int:
-        """Output bytes until the next checkpoint is due (so checkpoints land on time)."""
-        due = self._checkpoint_positions[-1] + self.spacing - self._out_pos
-        return max(1, min(_READ_SIZE, due))
+    def _gap(self, limit: int) -> int:
+        """Output bytes to ask for: up to ``limit``, stopping at the next checkpoint."""
+        return max(1, min(limit, _OUT_STEP, self._due_after(self._out_pos) - self._out_pos))
 
     def _maybe_checkpoint(self) -> None:
-        if self._out_pos >= self._checkpoint_positions[-1] + self.spacing:
+        if self._out_pos < self.data_end and self._on_grid(self._out_pos):
             self._add_checkpoint()
+
+    def _cacheable(self) -> int:
+        """Size of the grid chunk starting at the current position if it may be cached, else 0."""
+        first, size = self._chunk()
+        if self._out_pos < first or (self._out_pos - first) % size:
+            return 0
+        if size > _SKIP_CACHE_BYTES // 2:  # too big: caching it would not pay for itself
+            return 0
+        return size
+
+    def _skip_to(self, target: int) -> None:
+        while self._out_pos < target:
+            size = self._cacheable()
+            if size and self._out_pos + size <= target:
+                self._cache_chunk(size)
+                continue
+            self._inflate(self._gap(target - self._out_pos))
+            self._maybe_checkpoint()
+
+    def _cache_chunk(self, size: int) -> None:
+        """Inflate one whole grid chunk and keep it in the skip cache."""
+        start = self._out_pos
+        pieces: list[bytes] = []
+        while self._out_pos < start + size:
+            pieces.append(self._inflate(self._gap(start + size - self._out_pos)))
+            self._maybe_checkpoint()
+        self._skipped.pop(start, None)
+        self._skipped[start] = b"".join(pieces)
+        self._skipped_bytes += size
+        while self._skipped and (
+            self._skipped_bytes > _SKIP_CACHE_BYTES or len(self._skipped) > _SKIP_CACHE_CHUNKS
+        ):
+            _, old = self._skipped.popitem(last=False)
+            self._skipped_bytes -= len(old)
+
+    def _from_cache(self, offset: int, out: memoryview) -> bool:
+        if not self._skipped:
+            return False
+        first, size = self._chunk()
+        start = offset - (offset - first) % size if offset >= first else -1
+        chunk = self._skipped.get(start)
+        if chunk is None or offset + len(out) > start + len(chunk):
+            return False
+        out[:] = memoryview(chunk)[offset - start : offset - start + len(out)]
+        if offset + len(out) == start + len(chunk):  # fully consumed (the usual case): drop it
+            del self._skipped[start]
+            self._skipped_bytes -= len(chunk)
+        return True
 
     # -- public API ----------------------------------------------------------------
     def read_into(self, offset: int, out: memoryview) -> None:
@@ -188,16 +325,19 @@ class GzipStream:
         end = offset + size
         if end > self.data_end:
             raise ValueError(f"read past the image data of {self.name} ({end} > {self.data_end})")
+        if size and (self._verified or end < self.data_end) and self._from_cache(offset, out):
+            return
         # Go back to a checkpoint when the target is behind us, or far ahead
         # of us in a region already indexed.
+        _, step = self._checkpoint_step()
         if self._out_pos > offset or (
-            offset - self._out_pos > self.spacing and self._checkpoint_positions[-1] > self._out_pos
+            offset - self._out_pos > step and self._checkpoint_positions[-1] > self._out_pos
         ):
             self._restore(offset)
         self._skip_to(offset)
         filled = 0
         while filled < size:
-            chunk = self._inflate(min(size - filled, _READ_SIZE))
+            chunk = self._inflate(self._gap(size - filled))
             out[filled : filled + len(chunk)] = chunk
             filled += len(chunk)
             self._maybe_checkpoint()
@@ -228,6 +368,8 @@ class GzipStream:
         self._inflater, self._out_pos, self._in_pos, self._pending, self._ended = saved
 
     def close(self) -> None:
-        """Drop the inflate state and checkpoints (the file is closed by its owner)."""
+        """Drop the inflate state, checkpoints and cached chunks (the owner closes the file)."""
         self._checkpoints.clear()
         self._checkpoint_positions.clear()
+        self._skipped.clear()
+        self._skipped_bytes = 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
+import threading
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,6 +37,28 @@ from ._gzip import GzipStream
 from ._source import DataLocation
 
 __all__ = ["NiftiBackendArray"]
+
+# Arrays of this process using the shared reader of each file (cache key).
+# The reader is closed when the last of them closes; see NiftiBackendArray.close.
+_USERS: dict[str, int] = {}
+_USERS_LOCK = threading.Lock()
+
+
+def _add_user(key: str) -> None:
+    with _USERS_LOCK:
+        _USERS[key] = _USERS.get(key, 0) + 1
+
+
+def _drop_user(key: str) -> bool:
+    """Forget one user of ``key``; ``True`` when it was the last one."""
+    with _USERS_LOCK:
+        count = _USERS.get(key, 0) - 1
+        if count > 0:
+            _USERS[key] = count
+            return False
+        _USERS.pop(key, None)
+        return True
+
 
 # Read a region as one covering byte range unless that wastes more than this
 # factor of the needed bytes (and more than _SPAN_FLOOR bytes).
@@ -64,48 +87,68 @@ class _Reader:
         """Read ``start, count, step`` (positive step) per axis, F order on disk."""
         return read_region(self.read_into, self.location, selection)
 
+    def hint_chunk_grid(self, first: int, stride: int) -> None:
+        """Chunks start at byte ``first + n * stride`` (used by readers that index the file)."""
+
     def close(self) -> None:
         """Release the file."""
 
 
 class _MappedReader(_Reader):
-    """Uncompressed local file, memory mapped once per process."""
+    """Uncompressed local file: ``pread`` for contiguous regions, a memory map for strided ones.
+
+    A contiguous region (a volume, a k-slab, the whole image) is read with
+    ``os.preadv`` straight into the output array: one kernel copy, and no
+    mapped pages that would count in the process's RSS (a per-volume temporal
+    mean through a map of the whole file keeps RSS at the file size). The map
+    is created on the first strided read only.
+    """
 
     def __init__(self, location: DataLocation) -> None:
         super().__init__(location)
         assert location.path is not None
         self._file = open(location.path, "rb")  # noqa: SIM115 - closed in close()
-        if os.fstat(self._file.fileno()).st_size == 0:  # mmap refuses empty files
+        self._fd = self._file.fileno()
+        self._map: mmap.mmap | None = None
+        if os.fstat(self._fd).st_size == 0:
             self._file.close()
             raise NiftiTruncatedError(
                 f"{location.name}: the file shrank to 0 bytes after it was opened (its data "
                 f"needs {location.offset + location.nbytes}); reopen it"
             )
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def _shrank(self, size: int) -> NiftiTruncatedError:
+        loc = self.location
+        return NiftiTruncatedError(
+            f"{loc.name}: the file shrank to {size} bytes after it was opened (its data "
+            f"needs {loc.offset + loc.nbytes}); reopen it"
+        )
 
     def _check_size(self) -> None:
         # Touching mapped pages past the end of a file that shrank would kill
         # the process with SIGBUS, so check the size before every read.
         loc = self.location
-        size = os.fstat(self._file.fileno()).st_size
-        if size < loc.offset + loc.nbytes or size < len(self._map):
-            raise NiftiTruncatedError(
-                f"{loc.name}: the file shrank to {size} bytes after it was opened (its data "
-                f"needs {loc.offset + loc.nbytes}); reopen it"
-            )
+        size = os.fstat(self._fd).st_size
+        if size < loc.offset + loc.nbytes or (self._map is not None and size < len(self._map)):
+            raise self._shrank(size)
+
+    def _mapped(self) -> mmap.mmap:
+        if self._map is None:
+            self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+        return self._map
 
     def read_into(self, offset: int, out: memoryview) -> None:
         self._check_size()
-        out[:] = self._map[offset : offset + len(out)]
+        _pread_exactly(self._fd, offset, out, lambda: self._shrank(os.fstat(self._fd).st_size))
 
     def read_region(self, selection: Sequence[tuple[int, int, int]]) -> np.ndarray:
         loc = self.location
         counts = tuple(count for _, count, _ in selection)
-        if 0 in counts:
-            return np.empty(counts, dtype=loc.dtype, order="F")
+        if 0 in counts or contiguous_start(loc.shape, selection) is not None:
+            return read_region(self.read_into, loc, selection)
         self._check_size()
         view = np.ndarray(
-            loc.shape, dtype=loc.dtype, buffer=self._map, offset=loc.offset, order="F"
+            loc.shape, dtype=loc.dtype, buffer=self._mapped(), offset=loc.offset, order="F"
         )
         key = tuple(
             slice(start, start + (count - 1) * step + 1, step) for start, count, step in selection
@@ -113,8 +156,24 @@ class _MappedReader(_Reader):
         return np.array(view[key], order="K")
 
     def close(self) -> None:
-        self._map.close()
+        if self._map is not None:
+            self._map.close()
         self._file.close()
+
+
+# Linux moves at most 0x7ffff000 bytes per read call.
+_PREAD_MAX = 1 << 30
+
+
+def _pread_exactly(fd: int, offset: int, out: memoryview, error: Callable[[], Exception]) -> None:
+    """Fill ``out`` from ``fd`` at ``offset``; a short read (file shrank) raises ``error()``."""
+    out = out.cast("B") if out.format != "B" or out.ndim != 1 else out
+    done = 0
+    while done < len(out):
+        got = os.preadv(fd, [out[done : done + _PREAD_MAX]], offset + done)
+        if got <= 0:
+            raise error()
+        done += got
 
 
 class _FileReader(_Reader):
@@ -180,6 +239,10 @@ class _GzipReader(_Reader):
     def read_into(self, offset: int, out: memoryview) -> None:
         self._stream.read_into(offset, out)
 
+    def hint_chunk_grid(self, first: int, stride: int) -> None:
+        if self._stream.stride is None:  # the first array's grid wins
+            self._stream.set_chunk_grid(first, stride)
+
     def close(self) -> None:
         self._stream.close()
         if self._owned:
@@ -226,6 +289,32 @@ def _open_reader(location: DataLocation) -> _Reader:
     return _FileReader(location, fileobj, owned)
 
 
+def contiguous_start(shape: Sequence[int], selection: Sequence[tuple[int, int, int]]) -> int | None:
+    """Flat element index where the region starts if it is one contiguous range, else ``None``.
+
+    True when, for some axis ``p``, every faster axis is selected whole, axis
+    ``p`` has step 1 (or one element), and every slower axis has one element.
+    """
+    start_flat, stride = 0, 1
+    partial = False  # a faster axis is not selected whole: slower axes must have count 1
+    for (start, count, step), size in zip(selection, shape, strict=True):
+        if partial and count != 1:
+            return None
+        if count > 1 and step != 1:
+            return None
+        if count != size:
+            partial = True
+        start_flat += start * stride
+        stride *= size
+    return start_flat
+
+
+def _bytes_of(array: np.ndarray) -> memoryview:
+    """Writable byte view of a contiguous array's buffer."""
+    flat: Any = array.reshape(-1, order="A").view(np.uint8)
+    return memoryview(flat)
+
+
 def read_region(
     read_into: Callable[[int, memoryview], None],
     location: DataLocation,
@@ -244,6 +333,11 @@ def read_region(
     counts = tuple(count for _, count, _ in selection)
     out = np.empty(counts, dtype=dtype, order="F")
     if out.size == 0:
+        return out
+    flat_start = contiguous_start(shape, selection)
+    if flat_start is not None:
+        # One byte range in the file, laid out exactly as ``out``: read it in place.
+        read_into(location.offset + flat_start * itemsize, _bytes_of(out))
         return out
     strides = [1]
     for size in shape[:-1]:
@@ -311,11 +405,43 @@ class NiftiBackendArray(BackendArray):
         self.shape = location.shape + ((self._channels,) if self._channels else ())
         self.dtype = np.dtype(np.uint8) if self._channels else raw.newbyteorder("=")
         key = location.cache_key()
+        self._key = key
         # One lock per file and process: the shared reader's seek/inflate state is not thread-safe.
         self._lock = SerializableLock(token=key)
         self._manager = CachingFileManager(
             open_reader, location, mode="rb", manager_id=key, lock=False
         )
+        self._grid: tuple[int, int] | None = None
+        self._closed = False
+        _add_user(key)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_closed", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._closed = False
+        _add_user(self._key)  # an unpickled copy is one more user of its process's reader
+
+    def set_chunks(self, chunks: Sequence[int]) -> None:
+        """Tell the reader the preferred chunk sizes along the stored axes.
+
+        A gzip reader then places its checkpoints where chunks start, so a
+        backward jump to a chunk re-inflates that chunk only.
+        """
+        shape = self.location.shape
+        block = 1
+        for size, chunk in zip(shape, chunks, strict=False):
+            if 0 < chunk < size and size % chunk == 0:
+                block *= chunk
+                break
+            # Whole axis, or irregular chunks: only starts along slower axes are regular.
+            block *= size
+        else:
+            return  # a single chunk, or no regular grid: nothing to hint
+        self._grid = (self.location.offset, block * self.location.dtype.itemsize)
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
         # xarray's slice decomposition fails (IndexError) on empty slices with a
@@ -350,7 +476,12 @@ class NiftiBackendArray(BackendArray):
         # The per-file lock serialises the shared reader's seek/inflate state;
         # acquire_context pins the reader so that another file's open cannot
         # close it (LRU eviction) in the middle of this read.
+        if self._closed:  # read after close: this array uses the reader again
+            self._closed = False
+            _add_user(self._key)
         with self._lock, self._manager.acquire_context(needs_lock=False) as reader:
+            if self._grid is not None:
+                reader.hint_chunk_grid(*self._grid)
             block = reader.read_region(selection)
         block = _native(block)[tuple(post)]
         if self._channels:
@@ -359,6 +490,18 @@ class NiftiBackendArray(BackendArray):
         return block
 
     def close(self) -> None:
-        """Close this process's reader of the file (waits for a read in progress)."""
+        """Stop using this process's shared reader of the file; close it after its last user.
+
+        Every array of the same file (every Dataset opened on it, and every
+        unpickled copy) shares one reader per process with its inflate state
+        and seek points. Closing one of them must not throw that away for the
+        others, so users are counted per file; the reader is closed (waiting
+        for a read in progress) when the last one closes. Closing twice is
+        harmless.
+        """
         with self._lock:
-            self._manager.close(needs_lock=False)
+            if self._closed:
+                return
+            self._closed = True
+            if _drop_user(self._key):
+                self._manager.close(needs_lock=False)

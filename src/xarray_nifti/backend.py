@@ -116,7 +116,9 @@ def dataset_from_source(
         elif mask_and_scale:
             variable = CFScaleOffsetCoder().decode(variable, name=var_name)
     decoded_itemsize = np.dtype(variable.dtype).itemsize
-    variable.encoding["preferred_chunks"] = _preferred_chunks(dims, array.shape, decoded_itemsize)
+    preferred = _preferred_chunks(dims, array.shape, decoded_itemsize)
+    variable.encoding["preferred_chunks"] = preferred
+    array.set_chunks([preferred.get(dim, size) for dim, size in zip(dims, shape, strict=False)])
 
     axis_dims = tuple(DIM_NAMES[a] if a < len(shape) else None for a in range(3))
     coords = xr.Coordinates.from_xindex(
