@@ -546,12 +546,16 @@ def test_no_coordinate_grid_is_computed(big: xr.Dataset, counter: Counter, name:
     assert counter.values <= limit
 
 
-@pytest.mark.xfail(raises=TypeError, strict=True, reason="xarray map_blocks needs pandas indexes")
-def test_map_blocks_limitation(big: xr.Dataset) -> None:
+def test_map_blocks_needs_the_world_coordinates_dropped(big: xr.Dataset) -> None:
     # xarray.map_blocks calls `Coordinates.indexes`, which casts every index to
-    # a pandas.Index; a 3-D world-coordinate index cannot be one. Workaround:
-    # `xr.map_blocks(func, ds.drop_vars(["x", "y", "z"]))`.
-    xr.map_blocks(lambda b: b, big)
+    # a pandas.Index; a 3-D world-coordinate index cannot be one (documented
+    # limitation). The workaround drops x, y, z and reattaches them afterwards.
+    with pytest.raises(TypeError):
+        xr.map_blocks(lambda b: b, big)
+    plain = big.drop_vars(["x", "y", "z"])
+    doubled = xr.map_blocks(lambda b: b * 2, plain).assign_coords(big.coords)
+    assert doubled.xindexes["x"].equals(big.xindexes["x"])
+    np.testing.assert_array_equal(doubled.data.values, big.data.values * 2)
 
 
 def test_map_blocks_without_world_coords(big: xr.Dataset) -> None:
