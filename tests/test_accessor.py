@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import xarray as xr
+from tests.conftest import grid_dataset
 
 
 @pytest.fixture
@@ -91,14 +92,7 @@ def test_no_grid_gives_a_clear_error(bold: xr.Dataset) -> None:
 
 
 def test_world_to_voxel_singular_affine() -> None:
-    from xarray_nifti import NiftiGeometry, VoxelAffineIndex
-
-    geometry = NiftiGeometry(np.diag([1.0, 1.0, 0.0, 1.0]), (2, 2, 2))
-    da = xr.DataArray(
-        np.zeros((2, 2, 2)),
-        dims=("i", "j", "k"),
-        coords=xr.Coordinates.from_xindex(VoxelAffineIndex.from_geometry(geometry)),
-    )
+    da = grid_dataset(np.diag([1.0, 1.0, 0.0, 1.0]), (2, 2, 2), chunks=None).data
     with pytest.raises(ValueError, match="singular"):
         da.nifti.world_to_voxel(0, 0, 0)
 

@@ -11,7 +11,6 @@ a message naming the file and the field.
 from __future__ import annotations
 
 import contextlib
-import logging
 import subprocess
 import sys
 import tracemalloc
@@ -25,7 +24,16 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from corpus.cases import AFFINE, CASES, Case, Opens, Raises, case_named, write_valid
+from corpus.cases import (
+    AFFINE,
+    CASES,
+    Case,
+    Opens,
+    Raises,
+    case_named,
+    quiet_nibabel,
+    write_valid,
+)
 from corpus.table import markdown_table
 from xarray_nifti import NiftiFormatError
 from xarray_nifti._errors import NiftiHeaderWarning
@@ -42,17 +50,11 @@ def _read(ds: xr.Dataset) -> tuple[Any, np.ndarray]:
 
 def nibabel_values(path: Path) -> np.ndarray | None:
     """nibabel's (scaled) voxel values, RGB split into a last axis; ``None`` if it cannot."""
-    logger = logging.getLogger("nibabel.global")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_nibabel():
             values = np.asanyarray(nib.load(path).dataobj)
     except Exception:  # nibabel refuses the file: nothing to compare with
         return None
-    finally:
-        logger.setLevel(level)
     if values.dtype.names is not None:
         values = np.stack([values[name] for name in values.dtype.names], axis=-1)
     return values

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import logging
 import struct
 import time
 import warnings
@@ -42,6 +41,7 @@ import xarray as xr
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from corpus.cases import quiet_nibabel
 from xarray_nifti import NiftiFormatError
 from xarray_nifti._errors import NiftiHeaderWarning
 
@@ -182,19 +182,13 @@ def _voxels_ours(path: Path) -> list[np.ndarray]:
 
 
 def _voxels_nibabel(path: Path) -> list[np.ndarray] | None:
-    logger = logging.getLogger("nibabel.global")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_nibabel():
             img = nib.load(path)
             n = len(img.shape)
             values = [np.asarray(img.dataobj[(index,) * n]) for index in (0, -1)]
     except Exception:  # nibabel refuses the file (or its header): nothing to compare with
         return None
-    finally:
-        logger.setLevel(level)
     out = []
     for value in values:
         if value.dtype.names is not None:

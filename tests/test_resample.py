@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 from nibabel.affines import apply_affine, from_matvec
 from nibabel.eulerangles import euler2mat
 from nibabel.processing import resample_from_to
-from tests.conftest import oblique_affine
+from tests.conftest import grid_dataset, oblique_affine
 
 import xarray_nifti
-from xarray_nifti import NiftiGeometry, VoxelAffineIndex
 
 
 def _raise_on_compute(*args: object, **kwargs: object) -> None:
@@ -137,11 +136,6 @@ def test_bad_target_and_order() -> None:
         image.nifti.resample_to("nonsense")
     with pytest.raises(ValueError, match="order"):
         image.nifti.resample_to(image, order=7)
-    geometry = NiftiGeometry(np.diag([1.0, 0.0, 1.0, 1.0]), (3, 3, 3))
-    singular = xr.DataArray(
-        np.zeros((3, 3, 3)),
-        dims=("i", "j", "k"),
-        coords=xr.Coordinates.from_xindex(VoxelAffineIndex.from_geometry(geometry)),
-    )
+    singular = grid_dataset(np.diag([1.0, 0.0, 1.0, 1.0]), (3, 3, 3), chunks=None).data
     with pytest.raises(ValueError, match="singular"):
         singular.nifti.resample_to(image)

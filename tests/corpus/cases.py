@@ -19,10 +19,13 @@ prints the table of the docs section "What happens with broken files".
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
+import logging
 import shutil
 import struct
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ __all__ = [
     "Case",
     "Opens",
     "Raises",
+    "quiet_nibabel",
     "set_fields",
     "write_valid",
 ]
@@ -107,6 +111,20 @@ ZOOMS_ONLY = nib.Nifti1Header()
 ZOOMS_ONLY.set_data_shape(SHAPE)
 ZOOMS_ONLY.set_zooms((2.0, 3.0, 4.0, 1.0))
 ZOOMS_AFFINE = ZOOMS_ONLY.get_base_affine()
+
+
+@contextlib.contextmanager
+def quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's log messages and warnings while it reads a broken file (the oracle)."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def write_valid(
