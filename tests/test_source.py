@@ -17,12 +17,8 @@ import pytest
 import xarray as xr
 
 from xarray_nifti import NiftiFormatError, NiftiTruncatedError
-from xarray_nifti._source import (
-    _check_raw_header,
-    _header_file_of,
-    open_source,
-    sniff_format,
-)
+from xarray_nifti._header import _check_raw_header, sniff_format
+from xarray_nifti._source import _header_file_of, open_source
 
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
 

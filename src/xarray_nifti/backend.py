@@ -18,6 +18,7 @@ from xarray.indexes import RangeIndex
 
 from ._bids import sidecar_attrs
 from ._errors import NiftiFormatError
+from ._header import sniff_format
 from ._metadata import (
     DIM_NAMES,
     attrs_from_header,
@@ -25,7 +26,7 @@ from ._metadata import (
     geometry_from_header,
     time_values,
 )
-from ._source import ImageSource, open_source, sniff_format
+from ._source import ImageSource, open_source
 from .array import NiftiBackendArray
 from .index import VoxelAffineIndex
 
