@@ -174,3 +174,10 @@ def test_convert_interrupted_keeps_existing_output(
         convert(str(source), str(target))
     assert target.read_bytes() == b"old content"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bold.nii.gz", "out.nii.gz"]
+
+
+def test_plot_time_out_of_range_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run("plot", str(EXAMPLE4D), "-o", str(tmp_path / "p.png"), "--time", "5")
+    assert result.returncode == 1
+    assert "the image has 2 volumes" in result.stderr
+    assert "Traceback" not in result.stderr

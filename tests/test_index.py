@@ -831,3 +831,18 @@ def test_isel_keeps_transposed_coordinate_layout(a: xr.Dataset, prepare: str) ->
     assert has_grid(out)
     assert out.x.dims == out.data.dims == ("k", "i")
     np.testing.assert_allclose(out.x.values, a.x.values[::-1, 0, :].T)
+
+
+@pytest.mark.parametrize("chunks", [None, {}, "auto"])
+def test_single_voxel_world_coordinates_compute_to_scalars(chunks: Any) -> None:
+    from nibabel.testing import data_path
+
+    ds = xr.open_dataset(Path(data_path) / "example4d.nii.gz", engine="nifti", chunks=chunks)
+    expected = nib.affines.apply_affine(ds.nifti.affine, [64, 48, 12])
+    picked = ds.data.isel(i=64, j=48, k=12)
+    loaded = picked.compute()
+    assert loaded.x.shape == ()
+    np.testing.assert_allclose([float(loaded.x), float(loaded.y), float(loaded.z)], expected)
+    point = ds.data.sel(x=expected[0], y=expected[1], z=expected[2], method="nearest").compute()
+    np.testing.assert_array_equal(point.values, ds.data.values[64, 48, 12])
+    assert ds.data.x[64, 48, 12].values.shape == ()

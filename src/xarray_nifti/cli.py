@@ -208,6 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ds = _open(args.file)
             data = ds[next(iter(ds.data_vars))]
             if "time" in data.dims:
+                volumes = data.sizes["time"]
+                if not 0 <= args.time < volumes:
+                    raise ValueError(
+                        f"--time {args.time}: the image has {volumes} volumes (0..{volumes - 1})"
+                    )
                 data = data.isel(time=args.time)
             convention = "radiological" if args.radiological else "neurological"
             figure = data.nifti.plot(at=args.at, convention=convention)

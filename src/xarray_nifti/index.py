@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
-from xarray.core.indexing import CoordinateTransformIndexingAdapter, IndexSelResult
+from xarray.core.indexing import (
+    CoordinateTransformIndexingAdapter,
+    ExplicitIndexer,
+    IndexSelResult,
+    OuterIndexer,
+    expanded_indexer,
+)
 from xarray.indexes import CoordinateTransformIndex, Index
 
 from .affine import Indexer
@@ -37,6 +44,30 @@ def _lazy_world_key(var: xr.Variable) -> tuple[Any, ...] | None:
     ):
         return (data._transform, data._coord_name, tuple(data._dims))
     return None
+
+
+class WorldCoordinateArray(CoordinateTransformIndexingAdapter):
+    """Lazy world-coordinate array whose integer indexers drop their axes.
+
+    xarray's adapter drops integer axes in ``__getitem__`` but not in the
+    outer-indexing path that dask uses for chunked coordinates, so a voxel
+    selected with three integers computed to shape ``(1, 1, 1)`` instead of
+    ``()``.
+    """
+
+    def _oindex_get(self, indexer: OuterIndexer) -> np.ndarray:
+        keys = expanded_indexer(indexer.tuple, self.ndim)
+        result = np.asarray(super()._oindex_get(OuterIndexer(keys)))
+        integer_axes = tuple(
+            axis
+            for axis, key in enumerate(keys)
+            if not isinstance(key, slice) and np.ndim(key) == 0
+        )
+        return result.squeeze(integer_axes) if integer_axes else result
+
+    def __getitem__(self, indexer: ExplicitIndexer) -> np.ndarray:
+        self._check_and_raise_if_non_basic_indexer(indexer)
+        return self._oindex_get(OuterIndexer(indexer.tuple))
 
 
 class WorldCoordinateVariable(xr.Variable):
@@ -179,7 +210,7 @@ class VoxelAffineIndex(CoordinateTransformIndex):
             dims = self._coord_dims(var)
             attrs = dict(var.attrs) if var is not None and var.attrs else {}
             attrs = attrs or dict(WORLD_COORD_ATTRS.get(str(name), {}))
-            data = CoordinateTransformIndexingAdapter(t, name, dims)
+            data = WorldCoordinateArray(t, name, dims)
             new[name] = WorldCoordinateVariable(dims, data, attrs, fastpath=True)
         return new
 
@@ -330,8 +361,24 @@ class VoxelAffineIndex(CoordinateTransformIndex):
             )
             raise KeyError(
                 f"world point (x, y, z) = {point} mm is {why} of this grid "
-                f"(shape {tuple(self.transform.dim_size.values())})"
+                f"(shape {tuple(self.transform.dim_size.values())}; voxel centres span "
+                f"{self._world_extent()})"
             )
+
+    def _world_extent(self) -> str:
+        """The bounding box of the grid's voxel centres, for error messages."""
+        t = self.transform
+        corners = np.array(
+            list(itertools.product(*[(0, t.dim_size[d] - 1) for d in t.dims])), dtype=float
+        ).reshape(-1, len(t.dims))
+        world = t.forward({d: corners[:, n] for n, d in enumerate(t.dims)})
+        return (
+            ", ".join(
+                f"{name} {np.min(world[name]):.1f}..{np.max(world[name]):.1f}"
+                for name in t.coord_names
+            )
+            + " mm"
+        )
 
     # -- alignment -------------------------------------------------------------
     def equals(self, other: Index, *, exclude: frozenset[Hashable] | None = None) -> bool:
