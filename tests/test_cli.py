@@ -181,3 +181,13 @@ def test_plot_time_out_of_range_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "the image has 2 volumes" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_info_on_a_zarr_store_names_the_container(tmp_path: Path) -> None:
+    store = tmp_path / "scan.zarr"
+    assert run("convert", str(EXAMPLE4D), str(store)).returncode == 0
+    result = run("info", str(store))
+    assert result.returncode == 0, result.stderr
+    assert "format:    zarr (nifti1 geometry)" in result.stdout
+    size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    assert f"size:      {size} bytes" in result.stdout

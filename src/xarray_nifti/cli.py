@@ -32,16 +32,38 @@ def _format_affine(affine: np.ndarray) -> str:
     return "\n".join("    " + "  ".join(f"{v:10.4f}" for v in row) for row in affine)
 
 
+def _container(path: str) -> str | None:
+    if path.rstrip("/").endswith(".zarr"):
+        return "zarr"
+    if path.endswith(".nc"):
+        return "netcdf"
+    return None
+
+
+def _size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(folder, name))
+        for folder, _, names in os.walk(path)
+        for name in names
+    )
+
+
 def describe(path: str) -> str:
     """The text ``xarray-nifti info`` prints."""
     ds = _open(path)
     data = ds[next(iter(ds.data_vars))]
     enc = data.encoding
     nifti = ds.nifti
+    container = _container(path)
+    nifti_format = str(enc.get("format", "?"))
+    if container is not None:
+        nifti_format = f"{container} ({nifti_format} geometry)"
     lines = [
         f"file:      {path}",
-        f"size:      {os.path.getsize(path) if os.path.isfile(path) else 'n/a'} bytes",
-        f"format:    {enc.get('format', '?')}"
+        f"size:      {_size(path)} bytes",
+        f"format:    {nifti_format}"
         + (f", {enc['compression']}" if enc.get("compression") else ""),
         f"shape:     {dict(data.sizes)}",
         f"dtype:     {data.dtype} (stored {np.dtype(enc.get('dtype', data.dtype))}, "
