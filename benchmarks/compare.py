@@ -132,35 +132,32 @@ class Files:
             log(f"  generated {name} ({path.stat().st_size / MiB:.1f} MiB on disk)")
         return os.fspath(path)
 
+    def _pair(
+        self,
+        stem: str,
+        shape: tuple[int, ...],
+        write: Callable[[Path, tuple[int, ...]], object],
+        gz: bool,
+    ) -> str:
+        """The generated ``.nii`` (and, with ``gz``, its nibabel-written ``.nii.gz``)."""
+        name = f"{stem}_{_shape_tag(shape)}.nii"
+        nii = self._make(name, lambda p: write(p, shape))
+        if not gz:
+            return nii
+        return self._make(name + ".gz", lambda p: _data.gzip_with_nibabel(nii, p))
+
     def bold(self, n_time: int | None = None, gz: bool = False) -> str:
         """The BOLD-like series with ``n_time`` volumes (default: all), ``.nii`` or ``.nii.gz``."""
         shape = (*self.sizes.bold[:3], n_time or self.sizes.bold[3])
-        nii = self._make(f"bold_{_shape_tag(shape)}.nii", lambda p: _data.write_bold(p, shape))
-        if not gz:
-            return nii
-        return self._make(
-            f"bold_{_shape_tag(shape)}.nii.gz", lambda p: _data.gzip_with_nibabel(nii, p)
-        )
+        return self._pair("bold", shape, _data.write_bold, gz)
 
     def t1(self, gz: bool = False) -> str:
         """The T1-like float32 volume, ``.nii`` or ``.nii.gz``."""
-        shape = self.sizes.t1
-        nii = self._make(f"t1_{_shape_tag(shape)}.nii", lambda p: _data.write_t1(p, shape))
-        if not gz:
-            return nii
-        return self._make(
-            f"t1_{_shape_tag(shape)}.nii.gz", lambda p: _data.gzip_with_nibabel(nii, p)
-        )
+        return self._pair("t1", tuple(self.sizes.t1), _data.write_t1, gz)
 
     def open_small(self, gz: bool = False) -> str:
         """A 4 MiB series for the open-time yardstick."""
-        shape = self.sizes.open_small
-        nii = self._make(f"small_{_shape_tag(shape)}.nii", lambda p: _data.write_bold(p, shape))
-        if not gz:
-            return nii
-        return self._make(
-            f"small_{_shape_tag(shape)}.nii.gz", lambda p: _data.gzip_with_nibabel(nii, p)
-        )
+        return self._pair("small", tuple(self.sizes.open_small), _data.write_bold, gz)
 
     def open_big(self) -> str:
         """A sparse multi-GB ``.nii`` (header plus a truncate()d data block)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -176,3 +178,22 @@ def nifti_differences(expected: object, actual: object, *, layout: bool = False)
     if ext_a != ext_b:
         differences.append(f"extensions {ext_a!r} != {ext_b!r}")
     return differences
+
+
+def run_in_threads(worker: Callable[[int], None], count: int = 8) -> None:
+    """Run ``worker(seed)`` for ``seed`` in ``range(count)`` at once; re-raise the first failure."""
+    errors: list[BaseException] = []
+
+    def guarded(seed: int) -> None:
+        try:
+            worker(seed)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=guarded, args=(seed,)) for seed in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

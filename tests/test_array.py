@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.conftest import run_in_threads
 
 from xarray_nifti import NiftiTruncatedError
 from xarray_nifti import array as array_module
@@ -366,29 +366,22 @@ def test_many_files_with_a_tiny_file_cache(tmp_path: Path) -> None:
         path = tmp_path / f"f{n}.nii{'.gz' if n % 2 else ''}"
         nib.save(nib.Nifti1Image(DATA + n, np.eye(4)), path)
         paths.append(path)
-    errors: list[BaseException] = []
     with xr.set_options(file_cache_maxsize=2):
         opened = [xr.open_dataset(p, engine="nifti", cache=False) for p in paths]
 
         def worker(seed: int) -> None:
             rng = np.random.default_rng(seed)
-            try:
-                for _ in range(40):
-                    n = int(rng.integers(0, len(paths)))
-                    t = int(rng.integers(0, SHAPE[3]))
-                    got = opened[n]["data"].isel(time=t).values
-                    np.testing.assert_array_equal(got, DATA[..., t] + n)
-            except BaseException as err:
-                errors.append(err)
+            for _ in range(40):
+                n = int(rng.integers(0, len(paths)))
+                t = int(rng.integers(0, SHAPE[3]))
+                got = opened[n]["data"].isel(time=t).values
+                np.testing.assert_array_equal(got, DATA[..., t] + n)
 
-        threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for ds in opened:
-            ds.close()
-    assert not errors, errors[0]
+        try:
+            run_in_threads(worker)
+        finally:
+            for ds in opened:
+                ds.close()
 
 
 def test_same_file_opened_twice_shares_one_lock(files: dict[str, Path]) -> None:

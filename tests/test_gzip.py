@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.conftest import run_in_threads
 
 from xarray_nifti import NiftiFormatError, NiftiTruncatedError, _gzip
 from xarray_nifti._gzip import GzipStream
@@ -191,26 +191,17 @@ def test_thread_safety_through_the_dataset(tmp_path: Path) -> None:
     data = rng.integers(-1000, 1000, size=(20, 18, 12, 24), dtype=np.int16)
     path = tmp_path / "bold.nii.gz"
     nib.save(nib.Nifti1Image(data, np.eye(4)), path)
-    errors: list[BaseException] = []
     with xr.open_dataset(path, engine="nifti", cache=False) as ds:
         var = ds["data"]
 
         def worker(seed: int) -> None:
             local = np.random.default_rng(seed)
-            try:
-                for _ in range(15):
-                    t = int(local.integers(0, data.shape[3]))
-                    k = slice(int(local.integers(0, 6)), int(local.integers(6, 12)))
-                    np.testing.assert_array_equal(var.isel(time=t, k=k).values, data[:, :, k, t])
-            except BaseException as err:
-                errors.append(err)
+            for _ in range(15):
+                t = int(local.integers(0, data.shape[3]))
+                k = slice(int(local.integers(0, 6)), int(local.integers(6, 12)))
+                np.testing.assert_array_equal(var.isel(time=t, k=k).values, data[:, :, k, t])
 
-        threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert not errors, errors[0]
+        run_in_threads(worker)
 
 
 def test_thread_safety_with_dask_chunks(tmp_path: Path) -> None:

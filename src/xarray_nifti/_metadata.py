@@ -19,7 +19,6 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import HeaderDataError
 
-from .affine import space_name
 from .transform import NiftiGeometry
 
 __all__ = [
@@ -481,11 +480,3 @@ def build_header(
     for code, content in encoding.get("extensions", []):
         header.extensions.append(nib.nifti1.Nifti1Extension(int(code), bytes(content)))
     return header
-
-
-def space_of(header: Any) -> str:
-    """Space name of a header's chosen affine."""
-    if not isinstance(header, nib.Nifti1Header):
-        return "unknown"
-    code = int(header["sform_code"]) or int(header["qform_code"])
-    return space_name(code)

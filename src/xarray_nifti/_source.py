@@ -551,10 +551,3 @@ def _open_fsspec(open_file: Any, name: str) -> ImageSource:
     finally:
         fileobj.close()
     return replace(source, data=replace(source.data, fileobj=open_file))
-
-
-def is_openable_fileobj(value: Any) -> bool:
-    """Whether ``value`` looks like a binary file object we can read."""
-    return isinstance(value, io.IOBase | io.BytesIO) or (
-        hasattr(value, "read") and hasattr(value, "seek")
-    )

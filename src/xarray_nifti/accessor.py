@@ -15,7 +15,6 @@ from .transform import NiftiGeometry
 __all__ = ["NiftiDataArrayAccessor", "NiftiDatasetAccessor"]
 
 T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
-_TEMP_PREFIX = "__xarray_nifti_axis_"
 
 
 def find_index(obj: xr.Dataset | xr.DataArray) -> VoxelAffineIndex:
@@ -57,11 +56,6 @@ def current_affine(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> n
     """Affine whose columns follow the object's dim order (dropped axes last)."""
     order = axis_order(obj, index)
     return index.geometry.affine[:, [*order, 3]]
-
-
-def _spatial_shape(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> tuple[int, ...]:
-    g = index.geometry
-    return tuple(g.shape[a] for a in axis_order(obj, index))
 
 
 class _NiftiAccessor(Generic[T_Xarray]):

@@ -26,7 +26,7 @@ from ._metadata import (
     geometry_from_header,
     time_values,
 )
-from ._source import ImageSource, open_source
+from ._source import ImageSource, _header_file_of, open_source
 from .array import NiftiBackendArray
 from .index import VoxelAffineIndex
 
@@ -186,18 +186,6 @@ def _head_of(filename_or_obj: Any) -> bytes | None:
         return None
 
 
-def _pair_header_of(path: str) -> str | None:
-    """The existing .hdr partner of an .img path, or ``None``."""
-    lower = path.lower()
-    for image, header in ((".img", ".hdr"), (".img.gz", ".hdr.gz")):
-        if lower.endswith(image):
-            stem = path[: -len(image)]
-            for candidate in (stem + header, stem + header.upper()):
-                if os.path.isfile(candidate):
-                    return candidate
-    return None
-
-
 class NiftiBackendEntrypoint(BackendEntrypoint):
     """Open NIfTI-1, NIfTI-2 and Analyze 7.5 images as lazy xarray Datasets.
 
@@ -288,8 +276,6 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         if lower.endswith(_PAIR_SUFFIXES):
             if not os.path.exists(path):
                 return True  # open_dataset then says which file is missing
-            header = _pair_header_of(path)
-            if header is not None:
-                head = _head_of(header)
-                return head is not None and sniff_format(head) is not None
+            head = _head_of(_header_file_of(path))
+            return head is not None and sniff_format(head) is not None
         return False

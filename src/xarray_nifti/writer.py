@@ -105,14 +105,6 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) and number != 0 else None
 
 
-def stored_dtype(
-    array: xr.DataArray, dtype: Any, encoding: Mapping[str, Any]
-) -> tuple[np.dtype[Any], float | None, float | None]:
-    """Dtype to store, and the slope/intercept of the header (``None`` = unscaled)."""
-    storage = _storage(array, dtype, encoding)
-    return storage.dtype, storage.slope, storage.inter
-
-
 def _same_numeric(stored: Any, dtype: np.dtype[Any]) -> bool:
     try:
         return bool(np.dtype(stored).newbyteorder("=") == dtype.newbyteorder("="))
