@@ -9,53 +9,18 @@ import numpy as np
 import xarray as xr
 
 from . import affine as affine_maths
+from .grid import current_affine, find_index, select_variable
 from .index import VoxelAffineIndex
+from .interchange import decode, encode, to_nibabel
+from .plot import orthoview
+from .reorient import reorient
+from .resample import resample_to
 from .transform import NiftiGeometry
+from .writer import DEFAULT_COMPRESSLEVEL, plan_nifti, to_nifti
 
 __all__ = ["NiftiDataArrayAccessor", "NiftiDatasetAccessor"]
 
 T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
-
-
-def find_index(obj: xr.Dataset | xr.DataArray) -> VoxelAffineIndex:
-    """The object's ``VoxelAffineIndex``, or a ``ValueError`` saying why there is none."""
-    for index in obj.xindexes.get_unique():
-        if isinstance(index, VoxelAffineIndex):
-            return index
-    raise ValueError(
-        "this object has no NIfTI voxel grid (no VoxelAffineIndex on x, y, z). Open files "
-        "with xr.open_dataset(..., engine='nifti'); note that fancy (array) indexing and "
-        "reductions over i/j/k drop the grid. Use `.nifti.decode()` after reading a Zarr or "
-        "NetCDF copy made with `.nifti.encode()`."
-    )
-
-
-def _data_dims(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> tuple[Hashable, ...]:
-    """Dim order of the image: the first data variable with all the grid's dims."""
-    if isinstance(obj, xr.DataArray):
-        return tuple(obj.dims)
-    grid_dims = set(index.transform.dims)
-    for var in obj.data_vars.values():
-        if grid_dims <= set(var.dims):
-            return tuple(var.dims)
-    name = index.transform.coord_names[0]
-    return tuple(obj[name].dims) if name in obj.coords else tuple(obj.dims)
-
-
-def axis_order(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> list[int]:
-    """Voxel axes of the index in the object's dim order, then dropped axes."""
-    t = index.transform
-    dims = _data_dims(obj, index)
-    present = [a for a in t.present_axes if t.axis_dims[a] in dims]
-    present.sort(key=lambda a: dims.index(t.axis_dims[a]))
-    present += [a for a in t.present_axes if a not in present]
-    return present + [a for a in range(3) if a not in present]
-
-
-def current_affine(obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex) -> np.ndarray:
-    """Affine whose columns follow the object's dim order (dropped axes last)."""
-    order = axis_order(obj, index)
-    return index.geometry.affine[:, [*order, 3]]
 
 
 class _NiftiAccessor(Generic[T_Xarray]):
@@ -178,7 +143,6 @@ class _NiftiAccessor(Generic[T_Xarray]):
         >>> ds.nifti.reorient("LPS").nifti.axcodes
         ('L', 'P', 'S')
         """
-        from .reorient import reorient
 
         return reorient(self._obj, axcodes)
 
@@ -226,7 +190,6 @@ class _NiftiAccessor(Generic[T_Xarray]):
         >>> out.shape
         (10, 10, 10)
         """
-        from .resample import resample_to
 
         return resample_to(
             self._array(var), target, order=order, fill_value=fill_value, chunks=chunks
@@ -234,14 +197,12 @@ class _NiftiAccessor(Generic[T_Xarray]):
 
     # -- headers and I/O ----------------------------------------------------------------
     def _array(self, var: str | None = None) -> xr.DataArray:
-        from .writer import select_variable
 
         return select_variable(self._obj, var)
 
     @property
     def header(self) -> Any:
         """A nibabel header rebuilt from the index and attrs (what ``to_nifti`` writes)."""
-        from .writer import plan_nifti
 
         return plan_nifti(self._array()).header
 
@@ -294,7 +255,6 @@ class _NiftiAccessor(Generic[T_Xarray]):
         >>> nibabel.load(out).shape
         (128, 96, 24)
         """
-        from .writer import DEFAULT_COMPRESSLEVEL, to_nifti
 
         level = DEFAULT_COMPRESSLEVEL if compresslevel is None else compresslevel
         return to_nifti(self._obj, path, var=var, version=version, dtype=dtype, compresslevel=level)
@@ -306,7 +266,6 @@ class _NiftiAccessor(Generic[T_Xarray]):
 
         The data stay lazy (dask) until nibabel reads them.
         """
-        from .interchange import to_nibabel
 
         return to_nibabel(self._array(var), version=version, dtype=dtype)
 
@@ -324,19 +283,16 @@ class _NiftiAccessor(Generic[T_Xarray]):
         See :func:`xarray_nifti.plot.orthoview`; needs matplotlib
         (``pip install 'xarray-nifti[plot]'``). Returns the figure.
         """
-        from .plot import orthoview
 
         return orthoview(self._array(var), at, convention=convention, time=time, **kwargs)
 
     def encode(self) -> T_Xarray:
         """Drop the lazy ``x, y, z`` and keep the geometry as plain attributes (Zarr, NetCDF)."""
-        from .interchange import encode
 
         return encode(self._obj)
 
     def decode(self) -> T_Xarray:
         """Rebuild the grid index from attributes written by :meth:`encode`."""
-        from .interchange import decode
 
         return decode(self._obj)
 

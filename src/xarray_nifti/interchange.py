@@ -12,9 +12,10 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from .accessor import find_index
+from .grid import find_index
 from .index import VoxelAffineIndex
 from .transform import NiftiGeometry
+from .writer import plan_nifti
 
 __all__ = ["GEOMETRY_ATTRS", "decode", "encode", "from_nibabel", "to_nibabel"]
 
@@ -128,7 +129,6 @@ def to_nibabel(array: xr.DataArray, *, version: int | None = None, dtype: Any = 
     chooses the scaling of integer output from the data, where ``to_nifti``
     keeps the source's.
     """
-    from .writer import plan_nifti
 
     plan = plan_nifti(array, version=version, dtype=dtype)
     image_class = nib.Nifti2Image if isinstance(plan.header, nib.Nifti2Header) else nib.Nifti1Image

@@ -7,8 +7,8 @@ from typing import TypeVar
 
 import xarray as xr
 
-from .accessor import find_index
 from .affine import orientation_plan
+from .grid import find_index
 
 __all__ = ["reorient"]
 

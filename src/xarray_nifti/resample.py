@@ -17,8 +17,8 @@ import numpy as np
 import xarray as xr
 from dask.delayed import delayed
 
-from .accessor import axis_order, current_affine, find_index
 from .affine import inverse_affine
+from .grid import axis_order, current_affine, find_index
 from .index import VoxelAffineIndex
 from .transform import NiftiGeometry
 

@@ -35,10 +35,11 @@ import numpy as np
 import xarray as xr
 
 from ._metadata import DIM_NAMES, build_header
-from .accessor import axis_order, find_index
+from .array import NiftiBackendArray
+from .grid import axis_order, find_index, select_variable
 from .transform import NiftiGeometry
 
-__all__ = ["DEFAULT_COMPRESSLEVEL", "NiftiPlan", "plan_nifti", "select_variable", "to_nifti"]
+__all__ = ["DEFAULT_COMPRESSLEVEL", "NiftiPlan", "plan_nifti", "to_nifti"]
 
 _SLAB_BYTES = 64 << 20
 _TILE = 16  # rows per step when transposing C-ordered blocks to file order
@@ -67,24 +68,6 @@ def _suffix(path: Path) -> str:
     raise ValueError(
         f"{path}: unsupported suffix; write NIfTI as .nii, .nii.gz, .hdr/.img or .img.gz"
     )
-
-
-def select_variable(obj: xr.Dataset | xr.DataArray, var: str | None) -> xr.DataArray:
-    """The one data variable to write (``var=`` picks one of several)."""
-    if isinstance(obj, xr.DataArray):
-        return obj
-    if not isinstance(obj, xr.Dataset):
-        raise TypeError(f"to_nifti writes an xarray Dataset or DataArray, not {type(obj).__name__}")
-    if var is not None:
-        if var not in obj.data_vars:
-            raise KeyError(f"no data variable {var!r}; the dataset has {list(obj.data_vars)}")
-        return obj[var]
-    names = list(obj.data_vars)
-    if len(names) != 1:
-        raise ValueError(
-            f"the dataset has {len(names)} data variables {names}; choose one with var=..."
-        )
-    return obj[names[0]]
 
 
 @dataclass(frozen=True)
@@ -604,7 +587,6 @@ def _companions(name: str) -> set[Path]:
 
 
 def _backend_paths(obj: Any, depth: int = 0) -> Iterator[str]:
-    from .array import NiftiBackendArray
 
     while obj is not None and depth < 16:
         if isinstance(obj, NiftiBackendArray):
