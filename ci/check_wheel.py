@@ -36,11 +36,12 @@ def main(sdist: str) -> None:
     script = shutil.which("xarray-nifti", path=str(Path(sys.executable).parent))
     assert script is not None, "console script xarray-nifti is not installed"
     info = subprocess.run([script, "info", str(example)], capture_output=True, text=True)
-    assert info.returncode == 0 and "LAS" in info.stdout, info.stdout + info.stderr
+    assert info.returncode == 0, info.stderr
+    assert "LAS" in info.stdout, info.stdout
 
     with tarfile.open(sdist) as archive:
         names = {Path(*Path(name).parts[1:]).as_posix() for name in archive.getnames()}
-    for needed in ("pyproject.toml", "README.md", "src/xarray_nifti/__init__.py", "tests"):
+    for needed in ("pyproject.toml", "README.md", "src/xarray_nifti/__init__.py", "tests/conftest.py"):
         assert needed in names, f"{needed} is missing from {sdist}"
     print(f"wheel and sdist OK: {location.parent}, {Path(sdist).name}")
 
