@@ -139,3 +139,152 @@ def test_bad_target_and_order() -> None:
     singular = grid_dataset(np.diag([1.0, 0.0, 1.0, 1.0]), (3, 3, 3), chunks=None).data
     with pytest.raises(ValueError, match="singular"):
         singular.nifti.resample_to(image)
+
+
+def _scaled_file(tmp_path: Path, shape: tuple[int, ...] = (9, 8, 7, 3)) -> Path:
+    rng = np.random.default_rng(11)
+    img = nib.Nifti1Image(rng.integers(-300, 300, size=shape).astype("i2"), oblique_affine(4))
+    img.header.set_slope_inter(0.5, 3.0)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(img, path)
+    return path
+
+
+def _oracle(path: Path, target: tuple[np.ndarray, tuple[int, ...]], order: int) -> np.ndarray:
+    img = nib.load(path)
+    data = img.get_fdata()
+    volumes = [
+        resample_from_to(
+            nib.Nifti1Image(data[..., t], img.affine), (target[1], target[0]), order=order
+        ).get_fdata()
+        for t in range(data.shape[3])
+    ]
+    return np.stack(volumes, axis=-1)
+
+
+@pytest.mark.parametrize("chunks", [None, {}])
+@pytest.mark.parametrize("kind", ["Dataset", "DataArray"])
+def test_same_kind_and_laziness_out_as_in(tmp_path: Path, kind: str, chunks: dict | None) -> None:
+    path = _scaled_file(tmp_path)
+    ds = xr.open_dataset(path, engine="nifti", chunks=chunks)
+    obj = ds if kind == "Dataset" else ds.data
+    target = (oblique_affine(9), (6, 5, 4))
+    out = obj.nifti.resample_to(target)
+    assert type(out) is type(obj)
+    result = out.data if kind == "Dataset" else out
+    # dask in gives lazy dask out; the lazily indexed file (chunks=None) gives numpy
+    assert isinstance(result.variable._data, np.ndarray) == (chunks is None)
+    np.testing.assert_allclose(result.values, _oracle(path, target, 1), atol=1e-4)
+    assert result.dims == ("i", "j", "k", "time")
+    np.testing.assert_allclose(out.nifti.affine, target[0])
+
+
+def test_in_memory_result_groups_without_compute() -> None:
+    labels = _image(np.repeat(np.arange(4, dtype="i2"), 16).reshape(4, 4, 4), np.eye(4))
+    moved = labels.nifti.resample_to((np.eye(4), (4, 4, 4)), order=0)
+    assert moved.dtype == np.int16
+    assert isinstance(moved.variable._data, np.ndarray)
+    sizes = moved.groupby(moved.rename("label")).count()
+    np.testing.assert_array_equal(sizes.values, [16, 16, 16, 16])
+
+
+def test_dataset_resamples_every_grid_variable_and_keeps_the_others() -> None:
+    data = np.random.default_rng(2).normal(size=(6, 5, 4, 2)).astype("f4")
+    ds = xarray_nifti.from_nibabel(nib.Nifti1Image(data, oblique_affine(1)))
+    ds["mask"] = ds.data.isel(time=0) > 0
+    ds["motion"] = ("time", np.array([0.1, 0.2]))
+    target = (oblique_affine(2), (5, 4, 3))
+    out = ds.nifti.resample_to(target, order=0)
+    assert set(out.data_vars) == {"data", "mask", "motion"}
+    np.testing.assert_array_equal(out.motion.values, [0.1, 0.2])
+    expected_mask = resample_from_to(
+        nib.Nifti1Image((data[..., 0] > 0).astype("u1"), oblique_affine(1)),
+        (target[1], target[0]),
+        order=0,
+    ).get_fdata()
+    assert out.mask.dtype == bool
+    np.testing.assert_array_equal(out.mask.values, expected_mask.astype(bool))
+    only = ds.nifti.resample_to(target, var="data")
+    assert set(only.data_vars) == {"data", "motion"}
+    ds["plane"] = ds.data.isel(k=0, time=0)
+    with pytest.raises(ValueError, match=r"'plane'.*drop it first"):
+        ds.nifti.resample_to(target)
+
+
+@pytest.mark.parametrize("chunks", [(8, 8, 8), 8, {"k": 2}, {"i": -1, "j": 3}, "auto"])
+def test_chunks_forms_give_the_same_values(chunks: object) -> None:
+    data = np.random.default_rng(3).normal(size=(10, 9, 8)).astype("f4")
+    image = _image(data, oblique_affine(5))
+    target = (oblique_affine(6), (9, 10, 7))
+    expected = image.nifti.resample_to(target)
+    out = image.nifti.resample_to(target, chunks=chunks)
+    assert out.chunks is not None  # explicit chunks ask for a dask result
+    np.testing.assert_allclose(out.values, expected.values, atol=1e-5)
+    if chunks == {"k": 2}:
+        assert out.chunks[2] == (2, 2, 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "error", "message"),
+    [
+        ((32, 32), ValueError, r"one size per spatial dim .* got 2"),
+        ({"q": 3}, ValueError, r"dims \['q'\]"),
+        ({"i": 0}, ValueError, "positive"),
+        ("big", ValueError, "'auto'"),
+        (2.5, TypeError, "chunks must be"),
+        ({"i": 2.5}, TypeError, "must be an int"),
+    ],
+)
+def test_bad_chunks_are_named(chunks: object, error: type, message: str) -> None:
+    image = _image(np.zeros((4, 4, 4), "f4"), np.eye(4))
+    with pytest.raises(error, match=message):
+        image.nifti.resample_to(image, chunks=chunks)
+
+
+def test_fill_value_that_integers_cannot_hold() -> None:
+    labels = _image(np.ones((4, 4, 4), "i2"), np.eye(4))
+    shifted = np.eye(4)
+    shifted[0, 3] = 2  # half the target lies outside the source
+    half = labels.nifti.resample_to((shifted, (4, 4, 4)), order=0, fill_value=0.5)
+    assert half.dtype == np.float32
+    np.testing.assert_array_equal(half.values[:2], 1)
+    np.testing.assert_array_equal(half.values[2:], 0.5)
+    nan = labels.nifti.resample_to((shifted, (4, 4, 4)), order=0, fill_value=np.nan)
+    assert nan.dtype == np.float32
+    assert np.isnan(nan.values[2:]).all()
+    kept = labels.nifti.resample_to((shifted, (4, 4, 4)), order=0, fill_value=-7)
+    assert kept.dtype == np.int16
+    assert np.all(kept.values[2:] == -7)
+    with pytest.raises(ValueError, match=r"fill_value=1000000.0 does not fit .* int16"):
+        labels.nifti.resample_to((shifted, (4, 4, 4)), order=0, fill_value=1e6)
+    wide = _image(np.ones((4, 4, 4), "i4"), np.eye(4))
+    assert wide.nifti.resample_to((shifted, (4, 4, 4)), order=0, fill_value=0.5).dtype == "f8"
+    assert labels.nifti.resample_to((shifted, (4, 4, 4)), order=1).dtype == np.float32
+
+
+def test_large_targets_are_split_into_blocks_that_read_only_their_region() -> None:
+    data = np.random.default_rng(4).normal(size=(12, 11, 10)).astype("f4")
+    image = _image(data, oblique_affine(12)).chunk({"k": 3})
+    target = (oblique_affine(13), (13, 12, 11))
+    for order in (0, 1, 3):
+        out = image.nifti.resample_to(target, order=order, chunks=5)
+        assert out.chunks == ((5, 5, 3), (5, 5, 2), (5, 5, 1))
+        expected = resample_from_to(
+            nib.Nifti1Image(data, oblique_affine(12)), (target[1], target[0]), order=order
+        ).get_fdata()
+        np.testing.assert_allclose(out.values, expected, atol=1e-4 if order == 3 else 1e-5)
+
+
+def test_big_endian_and_axis_aligned_grids_match_nibabel(tmp_path: Path) -> None:
+    data = np.arange(6 * 5 * 4, dtype=">i2").reshape(6, 5, 4)
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    path = tmp_path / "big.nii"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    ds = xr.open_dataset(path, engine="nifti")
+    target = (np.diag([1.5, 1.5, 1.5, 1.0]), (7, 9, 10))
+    for order in (0, 1):
+        # nibabel keeps int16 for linear output: compare with float input
+        as_float = nib.Nifti1Image(nib.load(path).get_fdata(), affine)
+        expected = resample_from_to(as_float, (target[1], target[0]), order=order)
+        out = ds.data.nifti.resample_to(target, order=order)
+        np.testing.assert_allclose(out.values, expected.get_fdata(), atol=1e-4)

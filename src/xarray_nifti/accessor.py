@@ -157,9 +157,9 @@ class _NiftiAccessor(Generic[T_Xarray]):
         fill_value: float = 0.0,
         *,
         var: str | None = None,
-        chunks: Sequence[int] | None = None,
-    ) -> xr.DataArray:
-        """Lazily resample onto another grid (target voxel ``v`` samples ``inv(A) @ B @ v``).
+        chunks: Any = None,
+    ) -> T_Xarray:
+        """Resample onto another grid (target voxel ``v`` samples ``inv(A) @ B @ v``).
 
         Parameters
         ----------
@@ -168,17 +168,25 @@ class _NiftiAccessor(Generic[T_Xarray]):
         order
             Spline order: 0 nearest, 1 linear (default), 3 cubic.
         fill_value
-            Value for target voxels outside the source's field of view.
+            Value for target voxels outside the source's field of view. With
+            ``order=0`` on integer data, a fill that is not a whole number
+            (``NaN``, ``0.5``) makes the result float; one outside the
+            integer range raises ``ValueError``.
         var
-            Data variable to resample, for a Dataset with several.
+            Keep only this data variable of a Dataset (default: resample all
+            variables on the grid).
         chunks
-            Spatial chunk sizes of the output (default 64³ voxels).
+            Spatial chunks of the output: an int, one size per spatial dim,
+            a dict by dim name (``-1`` for a whole dim) or ``"auto"``. When
+            given, the result is dask-backed even for in-memory input.
 
         Returns
         -------
-        xarray.DataArray
-            Dask-backed, on the target grid (same index, so it combines with
-            the target); non-spatial dims (time, ...) and attrs are kept.
+        Dataset or DataArray
+            The same kind as the input, on the target grid (same index, so it
+            combines with the target); non-spatial dims (time, ...) and attrs
+            are kept. Dask-backed input gives a lazy dask result; in-memory
+            (or ``chunks=None``-opened) input is resampled right away.
 
         Examples
         --------
@@ -186,13 +194,13 @@ class _NiftiAccessor(Generic[T_Xarray]):
         >>> from nibabel.testing import data_path
         >>> path = os.path.join(data_path, "anatomical.nii")
         >>> ds = xr.open_dataset(path, engine="nifti")
-        >>> out = ds.data.nifti.resample_to((np.diag([4.0, 4, 4, 1]), (10, 10, 10)))
-        >>> out.shape
+        >>> out = ds.nifti.resample_to((np.diag([4.0, 4, 4, 1]), (10, 10, 10)))
+        >>> out.data.shape
         (10, 10, 10)
         """
 
         return resample_to(
-            self._array(var), target, order=order, fill_value=fill_value, chunks=chunks
+            self._obj, target, order=order, fill_value=fill_value, chunks=chunks, var=var
         )
 
     # -- headers and I/O ----------------------------------------------------------------

@@ -1,208 +1,286 @@
-"""Lazy, chunked resampling onto another grid via ``inv(B) @ A``.
+"""Resampling onto another grid: target voxel ``w`` samples the source at ``inv(A) @ B @ w``.
 
-Each output block maps its voxel corners into the source grid, reads only the
-source region that covers them (plus an interpolation margin), and runs
-:func:`scipy.ndimage.map_coordinates` on that region: no task ever touches
-the whole image.
+This module handles the xarray side (target grids, Datasets, dims, dtypes,
+chunks); :mod:`xarray_nifti._resample_engine` does the array maths.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
-import dask.array as da
 import numpy as np
 import xarray as xr
-from dask.delayed import delayed
 
+from ._resample_engine import MARGIN, default_block_shape, is_dask, resample_dask, resample_numpy
 from .affine import inverse_affine
 from .grid import axis_order, current_affine, find_index
 from .index import VoxelAffineIndex
 from .transform import NiftiGeometry
 
-__all__ = ["resample_to"]
+__all__ = ["output_dtype", "resample_to"]
 
-_BLOCK_VOXELS = 64**3
-# Interpolation needs neighbours: 1 voxel for linear; cubic splines are
-# prefiltered per block, and a margin of 8 voxels damps the block-edge error
-# of the prefilter below 1e-4 of the signal.
-_MARGIN = {0: 1, 1: 1, 2: 6, 3: 8, 4: 8, 5: 8}
+T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
+
+Chunks = int | str | Sequence[int] | Mapping[Hashable, int] | None
 
 
-def _target_grid(
-    target: Any, source_geometry: NiftiGeometry
-) -> tuple[np.ndarray, tuple[int, int, int], xr.Coordinates, tuple[str, str, str]]:
-    if isinstance(target, xr.Dataset | xr.DataArray):
-        index = find_index(target)
-        if len(index.transform.present_axes) != 3:
-            raise ValueError("the target grid must have three spatial dims")
-        order = axis_order(target, index)
-        names = tuple(str(index.transform.axis_dims[a]) for a in order)
-        shape = tuple(index.geometry.shape[a] for a in order)
-        coords = xr.Coordinates.from_xindex(index)
-        return current_affine(target, index), shape, coords, names  # type: ignore[return-value]
-    try:
-        affine, shape = target
-        affine = np.asarray(affine, dtype=np.float64)
-        shape = tuple(int(n) for n in shape)
-    except (TypeError, ValueError) as err:
-        raise TypeError(
-            "target must be a Dataset/DataArray on a NIfTI grid or an (affine, shape) pair"
-        ) from err
-    if affine.shape != (4, 4) or len(shape) != 3:
-        raise ValueError(
-            f"target needs a 4×4 affine and a 3-D shape, got {affine.shape} and {shape}"
+class _TargetGrid:
+    """Affine, shape, dim names and coordinates of the grid to resample onto."""
+
+    def __init__(self, target: Any, source_geometry: NiftiGeometry) -> None:
+        if isinstance(target, xr.Dataset | xr.DataArray):
+            index = find_index(target)
+            if len(index.transform.present_axes) != 3:
+                raise ValueError(
+                    "the target grid must have three spatial dims; this one has only "
+                    f"{list(index.transform.dims)} (an integer selection dropped the others)"
+                )
+            order = axis_order(target, index)
+            self.dims = tuple(str(index.transform.axis_dims[a]) for a in order)
+            self.shape = tuple(int(index.geometry.shape[a]) for a in order)
+            self.affine = current_affine(target, index)
+            self.coords = xr.Coordinates.from_xindex(index)
+            return
+        try:
+            affine, shape = target
+            affine = np.asarray(affine, dtype=np.float64)
+            shape = tuple(int(n) for n in shape)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                "target must be a Dataset/DataArray on a NIfTI grid or an (affine, shape) "
+                f"pair, got {type(target).__name__}"
+            ) from err
+        if affine.shape != (4, 4) or len(shape) != 3:
+            raise ValueError(
+                f"target needs a 4×4 affine and a 3-D shape, got {affine.shape} and {shape}"
+            )
+        geometry = NiftiGeometry(
+            affine,
+            shape,
+            sform=affine,
+            qform=affine,
+            sform_code=source_geometry.sform_code or 2,
+            qform_code=source_geometry.qform_code,
         )
-    geometry = NiftiGeometry(
-        affine,
-        shape,
-        sform=affine,
-        qform=affine,
-        sform_code=source_geometry.sform_code or 2,
-        qform_code=source_geometry.qform_code,
-    )
-    coords = xr.Coordinates.from_xindex(VoxelAffineIndex.from_geometry(geometry))
-    return affine, shape, coords, ("i", "j", "k")
+        self.dims = ("i", "j", "k")
+        self.shape = shape
+        self.affine = affine
+        self.coords = xr.Coordinates.from_xindex(VoxelAffineIndex.from_geometry(geometry))
 
 
-def _resample_block(
-    source: np.ndarray,
-    source_start: np.ndarray,
-    mapping: np.ndarray,
-    out_start: Sequence[int],
-    out_shape: Sequence[int],
-    order: int,
-    fill_value: float,
-    dtype: np.dtype[Any],
-) -> np.ndarray:
-    from scipy import ndimage
+def output_dtype(input_dtype: Any, order: int, fill_value: float) -> np.dtype[Any]:
+    """The dtype of resampled data.
 
-    grids = np.meshgrid(
-        *(np.arange(s, s + n, dtype=np.float64) for s, n in zip(out_start, out_shape, strict=True)),
-        indexing="ij",
-    )
-    voxels = np.stack([g.ravel() for g in grids])
-    coords = mapping[:3, :3] @ voxels + mapping[:3, 3:4] - source_start[:, None]
+    Interpolation (``order >= 1``) gives floats: float32 for integers of up
+    to 16 bits, float64 for wider ones, float inputs keep their dtype.
+    Nearest neighbour (``order=0``) keeps the dtype, so labels stay labels,
+    unless ``fill_value`` is not a whole number (``NaN``, ``0.5``): then
+    integers become floats by the same rule. A whole ``fill_value`` outside
+    the integer type's range raises ``ValueError``: it could only be stored
+    wrapped or clipped.
+
+    Examples
+    --------
+    >>> output_dtype("int16", 1, 0)
+    dtype('float32')
+    >>> output_dtype("int16", 0, 0), output_dtype("int16", 0, float("nan"))
+    (dtype('int16'), dtype('float32'))
+    """
+    dtype: np.dtype[Any] = np.dtype(input_dtype)
+    as_float: np.dtype[Any] = np.dtype(np.float32 if dtype.itemsize <= 2 else np.float64)
+    if dtype.kind == "f":
+        return as_float if dtype.itemsize < 4 else dtype
+    if dtype.kind not in "biu":
+        return dtype
+    fill = float(fill_value)
+    if order > 0 or not fill.is_integer():
+        return as_float
+    low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    if not low <= fill <= high:
+        raise ValueError(
+            f"fill_value={fill_value!r} does not fit the image's {dtype} data (range {low} to "
+            f"{high}) with order=0; cast first (e.g. .astype('int32') or 'float32') or choose "
+            "a fill value in that range"
+        )
+    return dtype
+
+
+def _block_shape(
+    chunks: Chunks, target: _TargetGrid, extra_dims: Sequence[str]
+) -> tuple[tuple[int, int, int] | None, dict[str, int]]:
+    """Validate ``chunks=``: the output's spatial block, and chunks of other dims to apply."""
+    if chunks is None:
+        return None, {}
+    if isinstance(chunks, str):
+        if chunks != "auto":
+            raise ValueError(f"chunks must be an int, a tuple, a dict or 'auto', not {chunks!r}")
+        return default_block_shape(target.shape), {}
+    if isinstance(chunks, bool) or not isinstance(chunks, int | Sequence | Mapping):
+        raise TypeError(
+            "chunks must be an int, a tuple with one size per spatial dim of the target "
+            f"{target.dims}, or a dict by dim name, not {type(chunks).__name__}"
+        )
+    if isinstance(chunks, int):
+        sizes: dict[Hashable, int] = dict.fromkeys(target.dims, chunks)
+    elif isinstance(chunks, Mapping):
+        sizes = dict(chunks)
+        unknown = [d for d in sizes if d not in target.dims and d not in extra_dims]
+        if unknown:
+            raise ValueError(
+                f"chunks names dims {unknown} that the result does not have; its dims are "
+                f"{[*target.dims, *extra_dims]}"
+            )
+    else:
+        if len(chunks) != 3:
+            raise ValueError(
+                f"chunks={tuple(chunks)!r} needs one size per spatial dim of the target "
+                f"{target.dims} (3 entries), got {len(chunks)}; pass an int for cubic blocks "
+                "or a dict such as {'k': 32}"
+            )
+        sizes = dict(zip(target.dims, cast(Sequence[int], chunks), strict=True))
+    default = default_block_shape(target.shape)
+    checked: dict[str, int] = {}
+    for dim, size in sizes.items():
+        if isinstance(size, bool) or not isinstance(size, int | np.integer):
+            raise TypeError(f"chunks[{dim!r}] must be an int, got {size!r}")
+        if size == -1:
+            size = target.shape[target.dims.index(str(dim))] if dim in target.dims else -1
+        elif size <= 0:
+            raise ValueError(
+                f"chunks[{dim!r}] must be positive (or -1 for the whole dim), got {size}"
+            )
+        checked[str(dim)] = int(size)
+    block = tuple(checked.get(d, default[n]) for n, d in enumerate(target.dims))
+    others = {d: s for d, s in checked.items() if d not in target.dims}
+    return (block[0], block[1], block[2]), others
+
+
+def _snap(values: np.ndarray) -> np.ndarray:
     # inv(A) @ B carries float noise: a voxel centre at -1e-16 would count as
     # outside the image in scipy's "constant" mode, so snap near-integers.
-    nearest = np.rint(coords)
-    coords = np.where(np.abs(coords - nearest) < 1e-9, nearest, coords)
-    extra_shape = source.shape[3:]
-    out = np.empty(tuple(out_shape) + extra_shape, dtype=dtype)
-    flat_source = source.reshape((*source.shape[:3], -1))
-    flat_out = out.reshape((*out_shape, -1))
-    for n in range(flat_source.shape[3]):
-        values = ndimage.map_coordinates(
-            np.asarray(
-                flat_source[..., n], dtype=dtype if dtype.kind == "f" else flat_source.dtype
-            ),
-            coords,
-            order=order,
-            mode="constant",
-            cval=fill_value,
-            prefilter=order > 1,
-        )
-        flat_out[..., n] = values.reshape(out_shape)
-    return out
+    nearest = np.rint(values)
+    return np.where(np.abs(values - nearest) < 1e-9, nearest, values)
 
 
-def _blocks(shape: Sequence[int], chunks: Sequence[int]) -> list[list[tuple[int, int]]]:
-    return [
-        [(s, min(s + c, n)) for s in range(0, n, c)] for n, c in zip(shape, chunks, strict=True)
-    ]
-
-
-def resample_to(
-    obj: xr.DataArray,
-    target: Any,
+def _resample_array(
+    array: xr.DataArray,
+    index: VoxelAffineIndex,
+    target: _TargetGrid,
     *,
-    order: int = 1,
-    fill_value: float = 0.0,
-    chunks: Sequence[int] | None = None,
+    order: int,
+    fill_value: float,
+    chunks: Chunks,
 ) -> xr.DataArray:
-    """Resample ``obj`` onto ``target``'s grid (see ``.nifti.resample_to``)."""
-    if order not in _MARGIN:
-        raise ValueError(f"order must be an integer from 0 to 5, got {order!r}")
-    index = find_index(obj)
-    if len(index.transform.present_axes) != 3:
-        raise ValueError("resampling needs all three spatial dims of the source")
-    source_affine = current_affine(obj, index)
-    target_affine, target_shape, target_coords, target_dims = _target_grid(target, index.geometry)
-    mapping = inverse_affine(source_affine) @ target_affine
-    order_axes = axis_order(obj, index)
+    order_axes = axis_order(array, index)
     spatial = [str(index.transform.axis_dims[a]) for a in order_axes]
-    extra = [str(d) for d in obj.dims if d not in spatial]
-    source = obj.transpose(*spatial, *extra)
+    extra = [str(d) for d in array.dims if d not in spatial]
+    block, extra_chunks = _block_shape(chunks, target, extra)
+    mapping = _snap(inverse_affine(current_affine(array, index)) @ target.affine)
+    matrix, offset = mapping[:3, :3], mapping[:3, 3]
+    dtype = output_dtype(array.dtype, order, fill_value)
+    source = array.transpose(*spatial, *extra)
+    if extra_chunks:
+        source = source.chunk(extra_chunks)
     data = source.data
-    if not isinstance(data, da.Array):
-        data = source.chunk({**dict.fromkeys(spatial, -1), **dict.fromkeys(extra, 1)}).data
-    source_shape = np.array(data.shape[:3])
-    if order == 0:
-        dtype = np.dtype(obj.dtype)
+    if block is None and not is_dask(data):
+        result: Any = resample_numpy(
+            np.asarray(data), matrix, offset, target.shape, order, fill_value, dtype
+        )
     else:
-        dtype = np.dtype(
-            np.float32
-            if np.dtype(obj.dtype).itemsize <= 4 and obj.dtype.kind != "c"
-            else np.float64
+        if not is_dask(data):
+            source = source.chunk(dict.fromkeys(spatial, -1))
+            data = source.data
+        result = resample_dask(
+            data,
+            matrix,
+            offset,
+            target.shape,
+            order,
+            fill_value,
+            dtype,
+            block or default_block_shape(target.shape),
         )
-        if obj.dtype.kind == "f":
-            dtype = np.dtype(obj.dtype)
-    side = round(_BLOCK_VOXELS ** (1 / 3))
-    out_chunks = tuple(chunks) if chunks is not None else (side, side, side)
-    margin = _MARGIN[order]
-    extra_blocks = data.chunks[3:]
-    extra_starts = [np.cumsum((0, *c))[:-1] for c in extra_blocks]
-
-    rows: dict[tuple[int, ...], Any] = {}
-    spatial_blocks = _blocks(target_shape, out_chunks)
-    for block_id in itertools.product(*(range(len(b)) for b in spatial_blocks)):
-        bounds = [spatial_blocks[a][block_id[a]] for a in range(3)]
-        out_start = [b[0] for b in bounds]
-        out_shape = [b[1] - b[0] for b in bounds]
-        corners = np.array(
-            list(itertools.product(*[(b[0], b[1] - 1) for b in bounds])), dtype=float
-        )
-        mapped = mapping[:3, :3] @ corners.T + mapping[:3, 3:4]
-        low = np.maximum(np.floor(mapped.min(axis=1)).astype(int) - margin, 0)
-        high = np.minimum(np.ceil(mapped.max(axis=1)).astype(int) + margin + 1, source_shape)
-        for extra_id in itertools.product(*(range(len(c)) for c in extra_blocks)):
-            extra_sizes = tuple(extra_blocks[a][e] for a, e in enumerate(extra_id))
-            key = tuple(block_id) + tuple(extra_id)
-            if np.any(high <= low):  # the block lies outside the source image
-                rows[key] = da.full(tuple(out_shape) + extra_sizes, fill_value, dtype=dtype)
-                continue
-            extra_slices = tuple(
-                slice(int(extra_starts[a][e]), int(extra_starts[a][e]) + extra_sizes[a])
-                for a, e in enumerate(extra_id)
-            )
-            region = data[
-                tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high, strict=True))
-                + extra_slices
-            ]
-            task = delayed(_resample_block, pure=True)(
-                region, low.astype(float), mapping, out_start, out_shape, order, fill_value, dtype
-            )
-            rows[key] = da.from_delayed(task, shape=tuple(out_shape) + extra_sizes, dtype=dtype)
-    nested = _nest(rows, [len(b) for b in spatial_blocks] + [len(c) for c in extra_blocks])
-    result = da.block(nested)
     kept = {
         name: source.coords[name]
         for name in source.coords
         if set(source.coords[name].dims) <= set(extra)
     }
     out = xr.DataArray(
-        result, dims=(*target_dims, *extra), coords=kept, attrs=dict(obj.attrs), name=obj.name
+        result, dims=(*target.dims, *extra), coords=kept, attrs=dict(array.attrs), name=array.name
     )
-    return out.assign_coords(target_coords)
+    out.encoding = {
+        key: value
+        for key, value in array.encoding.items()
+        if key not in ("chunks", "preferred_chunks", "source")
+    }
+    return out.assign_coords(target.coords)
 
 
-def _nest(blocks: dict[tuple[int, ...], Any], counts: Sequence[int]) -> Any:
-    def build(prefix: tuple[int, ...]) -> Any:
-        depth = len(prefix)
-        if depth == len(counts):
-            return blocks[prefix]
-        return [build((*prefix, n)) for n in range(counts[depth])]
+def resample_to(
+    obj: T_Xarray,
+    target: Any,
+    *,
+    order: int = 1,
+    fill_value: float = 0.0,
+    chunks: Chunks = None,
+    var: str | None = None,
+) -> T_Xarray:
+    """Resample ``obj`` onto ``target``'s grid (see ``.nifti.resample_to``).
 
-    return build(())
+    A Dataset gives a Dataset: every data variable on the grid is resampled,
+    variables without spatial dims are kept; ``var=`` keeps only one image
+    variable.
+    """
+    if isinstance(order, bool) or order not in MARGIN:
+        raise ValueError(f"order must be an integer from 0 to 5, got {order!r}")
+    if not isinstance(fill_value, int | float | np.number) or isinstance(fill_value, complex):
+        raise TypeError(f"fill_value must be a real number, got {fill_value!r}")
+    index = find_index(obj)
+    if len(index.transform.present_axes) != 3:
+        raise ValueError(
+            "resampling needs all three spatial dims of the source; this grid has only "
+            f"{list(index.transform.dims)} (an integer selection dropped the others)"
+        )
+    grid = _TargetGrid(target, index.geometry)
+    options: dict[str, Any] = {"order": order, "fill_value": fill_value, "chunks": chunks}
+    if isinstance(obj, xr.DataArray):
+        return _resample_array(obj, index, grid, **options)
+    return _resample_dataset(obj, index, grid, var, options)
+
+
+def _resample_dataset(
+    ds: xr.Dataset,
+    index: VoxelAffineIndex,
+    grid: _TargetGrid,
+    var: str | None,
+    options: dict[str, Any],
+) -> xr.Dataset:
+    spatial = {str(d) for d in index.transform.dims}
+    if var is not None and var not in ds.data_vars:
+        raise KeyError(f"no data variable {var!r}; the dataset has {list(ds.data_vars)}")
+    resampled: dict[Hashable, xr.DataArray] = {}
+    kept: dict[Hashable, xr.DataArray] = {}
+    for name, variable in ds.data_vars.items():
+        dims = {str(d) for d in variable.dims}
+        if not dims & spatial:
+            kept[name] = variable.drop_vars(list(variable.coords))
+        elif var is not None and name != var:
+            continue
+        elif spatial <= dims:
+            resampled[name] = _resample_array(variable, index, grid, **options)
+        else:
+            raise ValueError(
+                f"data variable {name!r} has only the spatial dims {sorted(dims & spatial)} of "
+                f"the grid {sorted(spatial)}, so it cannot be resampled; drop it first "
+                f"(ds.drop_vars({str(name)!r})) or pick the image with var=..."
+            )
+    if not resampled:
+        raise ValueError(f"the dataset has no data variable with all of the dims {sorted(spatial)}")
+    coords = {
+        name: coord.variable
+        for name, coord in ds.coords.items()
+        if not {str(d) for d in coord.dims} & spatial
+    }
+    out = xr.Dataset({**resampled, **kept}, coords=coords, attrs=dict(ds.attrs))
+    return out[[*ds.data_vars]] if var is None else out
