@@ -10,8 +10,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers the .nifti accessor)
+from ._bids import BidsSidecarWarning
 from ._errors import NiftiFormatError, NiftiHeaderWarning, NiftiTruncatedError
 from .backend import NiftiBackendEntrypoint
+from .bids import bids_files
 from .index import VoxelAffineIndex
 from .interchange import from_nibabel
 from .transform import NiftiGeometry, VoxelAffineTransform
@@ -22,6 +24,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "BidsSidecarWarning",
     "NiftiBackendEntrypoint",
     "NiftiFormatError",
     "NiftiGeometry",
@@ -30,5 +33,6 @@ __all__ = [
     "VoxelAffineIndex",
     "VoxelAffineTransform",
     "__version__",
+    "bids_files",
     "from_nibabel",
 ]

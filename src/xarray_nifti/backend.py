@@ -17,6 +17,7 @@ from xarray.core import indexing
 from xarray.indexes import RangeIndex
 
 from ._bids import sidecar_attrs
+from ._bids_tree import bids_groups, bids_tree
 from ._errors import NiftiFormatError
 from ._header import sniff_format
 from ._metadata import (
@@ -259,6 +260,76 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
             names = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)
             dataset = dataset.drop_vars([n for n in names if n in dataset.variables])
         return dataset
+
+    def open_groups_as_dict(
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        mask_and_scale: bool = True,
+        var_name: str = "data",
+        storage_options: dict[str, Any] | None = None,
+        sidecar: bool = True,
+        derivatives: bool | str | Iterable[str] | None = None,
+        on_error: str = "raise",
+        **filters: Any,
+    ) -> dict[str, xr.Dataset]:
+        """The groups of :meth:`open_datatree`, for ``xr.open_groups``."""
+        open_image = partial(
+            self.open_dataset,
+            drop_variables=drop_variables,
+            mask_and_scale=mask_and_scale,
+            var_name=var_name,
+            storage_options=storage_options,
+        )
+        return bids_groups(
+            filename_or_obj,
+            open_image,
+            derivatives=derivatives,
+            storage_options=storage_options,
+            sidecar=sidecar,
+            on_error=on_error,
+            **filters,
+        )
+
+    def open_datatree(
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        mask_and_scale: bool = True,
+        var_name: str = "data",
+        storage_options: dict[str, Any] | None = None,
+        sidecar: bool = True,
+        derivatives: bool | str | Iterable[str] | None = None,
+        on_error: str = "raise",
+        **filters: Any,
+    ) -> xr.DataTree:
+        """Open a BIDS dataset (local folder or fsspec URL) as a lazy DataTree.
+
+        ``xr.open_datatree(root, engine="nifti", **filters)``: one group per
+        image (``/sub-01/ses-1/func/task-rest_run-1_bold``), each opened as
+        :meth:`open_dataset` opens it, with its inherited BIDS sidecars in
+        attrs; ``dataset_description.json`` in the root's attrs and
+        ``participants.tsv`` in ``/participants``. ``derivatives=`` adds
+        pipelines under ``/derivatives/<pipeline>``; ``on_error="warn"``
+        leaves unreadable images out with a warning; entity filters
+        (``subject=``, ``task=``, ``suffix=``, ``datatype=``...) are those
+        of :func:`xarray_nifti.bids_files`. See the BIDS how-to.
+        """
+        return bids_tree(
+            self.open_groups_as_dict(
+                filename_or_obj,
+                drop_variables=drop_variables,
+                mask_and_scale=mask_and_scale,
+                var_name=var_name,
+                storage_options=storage_options,
+                sidecar=sidecar,
+                derivatives=derivatives,
+                on_error=on_error,
+                **filters,
+            )
+        )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         """Recognise NIfTI/Analyze files by magic bytes (also in gzip) or by suffix."""

@@ -1,0 +1,191 @@
+"""A BIDS dataset as a DataTree: one lazy image per leaf, dataset metadata at the root.
+
+What ``xr.open_datatree(root, engine="nifti")`` builds (the backend passes
+its own ``open_dataset`` in, so every leaf is opened exactly as a single
+file is). The tree holds:
+
+- ``/``: the fields of ``dataset_description.json`` as attrs;
+- ``/participants``: ``participants.tsv`` as a Dataset indexed by
+  ``participant_id`` (column descriptions from ``participants.json`` in each
+  variable's attrs), when the dataset has one. It is a child rather than the
+  root's own data because a DataTree's children inherit the root's
+  coordinates: ``participant_id`` would then show up in every image;
+- ``/sub-01/ses-1/func/task-rest_run-1_bold``...: the images, named as
+  :mod:`xarray_nifti.bids` explains, with their inherited sidecars' fields
+  in the data variable's attrs;
+- ``/derivatives/<pipeline>``: a pipeline's ``dataset_description.json`` as
+  attrs, its images below it (only with ``derivatives=``).
+
+Opening reads one header per image and each JSON/TSV file once, never voxel
+data.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import Any
+
+import pandas as pd  # type: ignore[import-untyped]  # no stubs installed
+import xarray as xr
+
+from ._bids import (
+    DESCRIPTION_FILE,
+    applicable_sidecars,
+    attr_values,
+    is_url,
+    read_json_object,
+    read_text,
+    sidecar_attrs,
+)
+from .bids import BidsDatasetWarning, BidsFile, BidsListing, list_dataset
+
+__all__ = ["bids_groups", "bids_tree"]
+
+PARTICIPANTS = "participants"
+_REMOTE_THREADS = 8  # concurrent header reads over the network (latency bound)
+
+OpenImage = Callable[..., xr.Dataset]
+
+
+def _participants(listing: BidsListing, read: Callable[[str], dict[str, Any] | None]) -> Any:
+    if "participants.tsv" not in listing.other_files:
+        return None
+    name = f"{listing.root}/participants.tsv"
+    text = read_text(name, listing.storage_options)
+    if text is None:
+        return None
+    # BIDS writes missing values as "n/a"; other cells keep their text or number.
+    table = pd.read_csv(io.StringIO(text), sep="\t", na_values=["n/a"], keep_default_na=False)
+    if "participant_id" not in table.columns:
+        raise ValueError(
+            f"{name}: the first column must be participant_id (BIDS), found "
+            f"{', '.join(map(str, table.columns))}"
+        )
+    dataset = table.set_index("participant_id").to_xarray()
+    described = read(f"{listing.root}/participants.json") or {}
+    for column, description in described.items():
+        if column in dataset.variables and isinstance(description, dict):
+            dataset[column].attrs.update(attr_values(description))
+    return dataset
+
+
+def _open_leaf(
+    image: BidsFile,
+    open_image: OpenImage,
+    listing: BidsListing,
+    sidecar: bool,
+    read: Callable[[str], dict[str, Any] | None],
+) -> xr.Dataset:
+    try:
+        dataset = open_image(image.path, sidecar=False)
+    except Exception as err:
+        if image.path in str(err) or os.path.basename(image.path) in str(err):
+            raise
+        if _rebuildable(err):
+            raise type(err)(f"{image.path}: {err}") from err
+        err.add_note(f"while opening {image.path} of the BIDS dataset {listing.root}")
+        raise
+    if sidecar:
+        candidates = listing.json_files.get(image.dataset_root, [])
+        names = applicable_sidecars(image.path, candidates, image.dataset_root)
+        for variable in dataset.data_vars.values():
+            variable.attrs.update(
+                sidecar_attrs(image.path, variable.attrs, sidecars=names, read=read)
+            )
+    return dataset
+
+
+def _rebuildable(err: Exception) -> bool:
+    """Whether ``type(err)(message)`` gives an error of the same type (plain built-ins do)."""
+    return type(err) in (ValueError, TypeError, KeyError, RuntimeError, OSError, EOFError)
+
+
+def bids_groups(
+    root: str | os.PathLike[str],
+    open_image: OpenImage,
+    *,
+    derivatives: bool | str | Iterable[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    sidecar: bool = True,
+    on_error: str = "raise",
+    **filters: Any,
+) -> dict[str, xr.Dataset]:
+    """The groups of a BIDS dataset's tree, ``{"/": ..., "/sub-01/func/...": ...}``.
+
+    Parameters
+    ----------
+    root
+        The dataset's top folder (local path or fsspec URL).
+    open_image
+        Opens one image: ``open_image(path, sidecar=False)`` (the backend's
+        ``open_dataset`` with the user's options bound).
+    derivatives, storage_options, **filters
+        As for :func:`xarray_nifti.bids_files`.
+    sidecar
+        Add the fields of the image's inherited JSON sidecars to the data
+        variable's attrs (nearest wins).
+    on_error
+        ``"raise"`` (default): an image that cannot be opened stops with its
+        error, which names the file. ``"warn"``: it is left out with a
+        :class:`~xarray_nifti.bids.BidsDatasetWarning` naming it and the
+        error, and the rest of the tree opens.
+    """
+    if on_error not in ("raise", "warn"):
+        raise ValueError(f"on_error must be 'raise' or 'warn', not {on_error!r}")
+    listing = list_dataset(
+        root, derivatives=derivatives, storage_options=storage_options, **filters
+    )
+
+    @cache
+    def read(name: str) -> dict[str, Any] | None:
+        return read_json_object(name, listing.storage_options)
+
+    groups: dict[str, xr.Dataset] = {
+        "/": xr.Dataset(attrs=attr_values(read(f"{listing.root}/{DESCRIPTION_FILE}") or {}))
+    }
+    participants = _participants(listing, read)
+    if participants is not None:
+        groups[f"/{PARTICIPANTS}"] = participants
+    for pipeline, pipeline_root in listing.pipelines.items():
+        description = read(f"{pipeline_root}/{DESCRIPTION_FILE}") or {}
+        groups[f"/derivatives/{pipeline}"] = xr.Dataset(attrs=attr_values(description))
+
+    def attempt(image: BidsFile) -> xr.Dataset | Exception:
+        try:
+            return _open_leaf(image, open_image, listing, sidecar, read)
+        except Exception as err:
+            if on_error == "raise":
+                raise
+            return err
+
+    images = sorted(listing.images, key=lambda i: i.tree_path)
+    if is_url(listing.root) and len(images) > 1:
+        with ThreadPoolExecutor(_REMOTE_THREADS) as pool:
+            results = list(pool.map(attempt, images))
+    else:
+        results = [attempt(image) for image in images]
+    for image, result in zip(images, results, strict=True):
+        if isinstance(result, Exception):
+            warnings.warn(
+                f"{image.path}: left out of the tree, cannot be opened "
+                f"({type(result).__name__}: {result})",
+                BidsDatasetWarning,
+                stacklevel=3,
+            )
+        else:
+            groups["/" + image.tree_path] = result
+    return groups
+
+
+def bids_tree(groups: Mapping[str, xr.Dataset]) -> xr.DataTree:
+    """The DataTree of :func:`bids_groups`; closing the tree closes every image."""
+    tree = xr.DataTree.from_dict(dict(groups))
+    for path, dataset in groups.items():
+        if dataset._close is not None:
+            tree[path].set_close(dataset._close)
+    return tree
