@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import sys
 
 import matplotlib
@@ -27,13 +29,29 @@ def _asymmetric(affine: np.ndarray) -> xr.DataArray:
 
 
 def _render(figure: object) -> np.ndarray:
-    import matplotlib.pyplot as plt
+    import matplotlib.image
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=60)  # type: ignore[attr-defined]
-    plt.close(figure)  # type: ignore[arg-type]
+    # at the figure's own dpi, so that axes extents are in the PNG's pixels
+    figure.savefig(buffer, format="png")  # type: ignore[attr-defined]
     buffer.seek(0)
-    return plt.imread(buffer)
+    return matplotlib.image.imread(buffer)
+
+
+def _panel_pixels(figure: object, panel: int) -> np.ndarray:
+    """Grey levels of one panel's image area in the rendered PNG (row 0 at the top)."""
+    png = _render(figure)
+    ax = figure.axes[panel]  # type: ignore[attr-defined]
+    box = ax.get_window_extent()  # pixels from the bottom left, after the render
+    height = png.shape[0]
+    rows = slice(int(height - box.y1) + 2, int(height - box.y0) - 2)
+    columns = slice(int(box.x0) + 2, int(box.x1) - 2)
+    return png[rows, columns, :3].mean(axis=-1)
+
+
+def _bright_side(pixels: np.ndarray) -> str:
+    half = pixels.shape[1] // 2
+    return "left" if pixels[:, :half].mean() > pixels[:, half:].mean() else "right"
 
 
 def _axial_brightness_by_side(figure: object) -> tuple[float, float]:
@@ -86,3 +104,70 @@ def test_missing_matplotlib_gives_a_clear_error(
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"xarray-nifti\[plot\]"):
         ds.data.nifti.plot()
+
+
+@pytest.mark.parametrize("flip_x", [False, True])
+def test_rendered_png_has_the_subject_left_on_the_screen_left_in_neurological(flip_x: bool) -> None:
+    affine = np.diag([-2.0 if flip_x else 2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [20.0 if flip_x else -20.0, -16.0, -12.0]
+    image = _asymmetric(affine)
+    for panel in (1, 2):  # coronal and axial show left-right
+        neuro = _panel_pixels(image.nifti.plot(convention="neurological"), panel)
+        radio = _panel_pixels(image.nifti.plot(convention="radiological"), panel)
+        assert _bright_side(neuro) == "left"
+        assert _bright_side(radio) == "right"
+
+
+@pytest.mark.parametrize("dim", ["i", "j", "k"])
+def test_a_plane_of_a_grid_is_drawn_as_its_one_view(dim: str) -> None:
+    # an oblique-free but permuted and flipped grid: i runs along z, j along -x, k along y
+    affine = np.array(
+        [[0.0, -2.0, 0.0, 20.0], [0.0, 0.0, 2.0, -16.0], [2.0, 0.0, 0.0, -12.0], [0, 0, 0, 1]]
+    )
+    image = _asymmetric(affine)
+    plane = image.isel({dim: 5})
+    titles = {"i": "axial", "j": "sagittal", "k": "coronal"}
+    figure = plane.nifti.plot()
+    assert [ax.get_title() for ax in figure.axes[:-1]] == [titles[dim]]
+    if dim != "j":  # the sagittal view has no left and right
+        assert _bright_side(_panel_pixels(figure, 0)) == "left"
+        radio = plane.nifti.plot(convention="radiological")
+        assert _bright_side(_panel_pixels(radio, 0)) == "right"
+    full = image.nifti.plot(at=plane.nifti.voxel_to_world(3, 4, 0))
+    view = full.axes[["sagittal", "coronal", "axial"].index(titles[dim])]
+    np.testing.assert_array_equal(figure.axes[0].images[0].get_array(), view.images[0].get_array())
+
+
+def test_time_outside_the_series_names_the_valid_range(nibabel_data) -> None:
+    ds = xr.open_dataset(nibabel_data / "example4d.nii.gz", engine="nifti")
+    with pytest.raises(IndexError, match=r"time=500: the image has 2 volumes \(0\.\.1\)"):
+        ds.data.nifti.plot(time=500)
+    with pytest.raises(IndexError, match=r"0\.\.1"):
+        ds.data.nifti.plot(time=-1)
+    with pytest.raises(ValueError, match="no time dim"):
+        ds.data.isel(time=0).nifti.plot(time=1)
+
+
+def test_a_line_of_voxels_is_not_a_plane(nibabel_data) -> None:
+    ds = xr.open_dataset(nibabel_data / "anatomical.nii", engine="nifti")
+    with pytest.raises(ValueError, match="3-D grid or a 2-D plane"):
+        ds.data.isel(i=3, j=4).nifti.plot()
+
+
+def test_plot_keeps_the_users_matplotlib_backend(nibabel_data, tmp_path) -> None:
+    script = (
+        "import matplotlib, xarray as xr, xarray_nifti, sys\n"
+        f"ds = xr.open_dataset({str(nibabel_data / 'anatomical.nii')!r}, engine='nifti')\n"
+        "ds.data.nifti.plot().savefig(sys.argv[1])\n"
+        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "views.png")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split() == ["svg", "False"]
+    assert (tmp_path / "views.png").read_bytes().startswith(b"\x89PNG")

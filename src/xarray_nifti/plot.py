@@ -1,29 +1,127 @@
-"""Orthogonal views (sagittal, coronal, axial) in world orientation."""
+"""Orthogonal views (sagittal, coronal, axial) in world orientation.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly, never
+through pyplot, so plotting does not select or switch the user's matplotlib
+backend: ``figure.savefig`` renders with the backend the file format needs,
+and Jupyter shows the returned figure as usual.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from .affine import voxel_sizes
+from .grid import current_affine, find_index
+
 __all__ = ["orthoview"]
 
+# For each view: its title, the world axes drawn left→right and bottom→top,
+# and the letters at the left, right, bottom and top edges.
+_VIEWS = {
+    0: ("sagittal", (1, 2), ("P", "A", "I", "S")),
+    1: ("coronal", (0, 2), ("L", "R", "I", "S")),
+    2: ("axial", (0, 1), ("L", "R", "P", "A")),
+}
 
-def _pyplot() -> Any:
+
+@dataclass
+class _View:
+    """One panel: an image whose columns and rows increase along two world axes."""
+
+    title: str
+    image: np.ndarray  # rows: vertical world axis, columns: horizontal world axis
+    axes: tuple[int, int]  # world axes (0 x, 1 y, 2 z) of the columns and rows
+    labels: tuple[str, str, str, str]
+    crosshair: tuple[int, int]  # column, row
+    zooms: tuple[float, float]  # mm per column, per row
+
+
+def _figure_class() -> Any:
     try:
-        import matplotlib
-
-        if matplotlib.get_backend().lower() not in (
-            "agg",
-            "module://matplotlib_inline.backend_inline",
-        ):
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401  (a missing matplotlib fails here, not as a submodule)
+        from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError("plotting needs matplotlib: pip install 'xarray-nifti[plot]'") from err
-    return plt
+    return Figure
+
+
+def _select_volume(array: xr.DataArray, time: int | None) -> xr.DataArray:
+    if "time" in array.dims:
+        volumes = array.sizes["time"]
+        volume = 0 if time is None else time
+        if not 0 <= volume < volumes:
+            raise IndexError(f"time={volume}: the image has {volumes} volumes (0..{volumes - 1})")
+        array = array.isel(time=volume)
+    elif time is not None:
+        raise ValueError(f"time={time} was given but the image has no time dim {tuple(array.dims)}")
+    extra = [str(d) for d in array.dims if d not in ("i", "j", "k")]
+    if extra:
+        raise ValueError(f"plot needs a 3-D image; select along {extra} first (e.g. .isel(...))")
+    return array
+
+
+def _volume_views(array: xr.DataArray, at: Sequence[float] | None) -> tuple[list[_View], Any]:
+    """Sagittal, coronal and axial views of a 3-D image through the point ``at``."""
+    canonical = array.nifti.to_canonical()
+    shape = canonical.shape
+    if at is None:
+        voxel = [n // 2 for n in shape]
+        at = tuple(float(v) for v in canonical.nifti.voxel_to_world(*voxel))
+    else:
+        voxel = [int(v) for v in canonical.nifti.world_to_voxel(*at, round=True)]
+        if any(not 0 <= v < n for v, n in zip(voxel, shape, strict=True)):
+            raise ValueError(f"world point {tuple(at)} mm is outside the image's field of view")
+    zooms = canonical.nifti.zooms[:3]
+    values = canonical.transpose("i", "j", "k")
+    views = []
+    for dropped, dim in enumerate(("i", "j", "k")):
+        title, (h, v), labels = _VIEWS[dropped]
+        image = np.asarray(values.isel({dim: voxel[dropped]}).values).T
+        views.append(
+            _View(title, image, (h, v), labels, (voxel[h], voxel[v]), (zooms[h], zooms[v]))
+        )
+    return views, at
+
+
+def _plane_view(array: xr.DataArray, at: Sequence[float] | None) -> tuple[list[_View], Any]:
+    """The one view of a 2-D plane of a grid (an integer selection dropped an axis)."""
+    from nibabel.orientations import io_orientation
+
+    affine = current_affine(array, find_index(array))
+    orientation = io_orientation(affine)  # (world axis, ±1) of each column
+    world = [int(orientation[n, 0]) for n in range(3)]
+    dropped = world[2]
+    title, (h, v), labels = _VIEWS[dropped]
+    values = np.asarray(array.values)
+    if world[0] != h:
+        values = values.T
+    first, second = (0, 1) if world[0] == h else (1, 0)
+    flips = (orientation[first, 1] < 0, orientation[second, 1] < 0)
+    shape = values.shape
+    if at is None:
+        voxel = [n // 2 for n in shape]
+        original = [0, 0]
+        original[first], original[second] = voxel
+        at = tuple(float(c) for c in array.nifti.voxel_to_world(original[0], original[1], 0))
+    else:
+        found = array.nifti.world_to_voxel(*at, round=True)
+        voxel = [int(found[first]), int(found[second])]
+        if any(not 0 <= c < n for c, n in zip(voxel, shape, strict=True)):
+            raise ValueError(f"world point {tuple(at)} mm is outside the plane's field of view")
+    for axis, flip in enumerate(flips):
+        if flip:
+            values = np.flip(values, axis=axis)
+            voxel[axis] = shape[axis] - 1 - voxel[axis]
+    sizes = voxel_sizes(affine)
+    view = _View(
+        title, values.T, (h, v), labels, (voxel[0], voxel[1]), (sizes[first], sizes[second])
+    )
+    return [view], at
 
 
 def orthoview(
@@ -35,7 +133,7 @@ def orthoview(
     cmap: str = "gray",
     vmin: float | None = None,
     vmax: float | None = None,
-    figsize: tuple[float, float] = (12.0, 4.4),
+    figsize: tuple[float, float] | None = None,
 ) -> Any:
     """Plot sagittal, coronal and axial slices through a world point.
 
@@ -44,92 +142,108 @@ def orthoview(
     view shows posterior → anterior left to right, the coronal and axial
     views show left → right (``"neurological"``) or right → left
     (``"radiological"``). Slices are drawn with ``origin="lower"`` and the
-    aspect ratio of the voxel sizes.
+    aspect ratio of the voxel sizes. A 2-D plane of a grid (e.g.
+    ``.isel(k=10)``) is drawn as its one view. The user's matplotlib backend
+    is left alone.
 
     Parameters
     ----------
     array
-        3-D image, or 4-D with ``time=``.
+        3-D image, 4-D with ``time=``, or a 2-D plane of a grid.
     at
         World point ``(x, y, z)`` in mm for the crosshair (default: grid centre).
     convention
         ``"neurological"`` (left on the left) or ``"radiological"``.
     time
-        Volume index of a 4-D image.
+        Volume index of a 4-D image (default 0); ``IndexError`` outside the series.
 
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import os, xarray as xr
+    >>> from nibabel.testing import data_path
+    >>> ds = xr.open_dataset(os.path.join(data_path, "anatomical.nii"), engine="nifti")
+    >>> figure = orthoview(ds.data)
+    >>> [ax.get_title() for ax in figure.axes[:3]]
+    ['sagittal', 'coronal', 'axial']
+    >>> [ax.get_title() for ax in orthoview(ds.data.isel(k=12)).axes[:1]]
+    ['axial']
     """
     if convention not in ("neurological", "radiological"):
         raise ValueError(f"convention must be 'neurological' or 'radiological', got {convention!r}")
-    plt = _pyplot()
-    if "time" in array.dims:
-        array = array.isel(time=0 if time is None else time)
-    extra = [d for d in array.dims if d not in ("i", "j", "k")]
-    if extra:
-        raise ValueError(f"plot needs a 3-D image; select along {extra} first (e.g. time=...)")
-    canonical = array.nifti.to_canonical()
-    shape = canonical.shape
-    if at is None:
-        voxel = [n // 2 for n in shape]
-        at = tuple(float(v) for v in canonical.nifti.voxel_to_world(*voxel))
+    if at is not None and len(at) != 3:
+        raise ValueError(f"at= needs a world point (x, y, z) in mm, got {at!r}")
+    figure_class = _figure_class()
+    array = _select_volume(array, time)
+    present = len(find_index(array).transform.present_axes)
+    if present == 3:
+        views, at = _volume_views(array, at)
+    elif present == 2:
+        views, at = _plane_view(array, at)
     else:
-        if len(at) != 3:
-            raise ValueError(f"at= needs a world point (x, y, z) in mm, got {at!r}")
-        voxel = [int(v) for v in canonical.nifti.world_to_voxel(*at, round=True)]
-        if any(not 0 <= v < n for v, n in zip(voxel, shape, strict=True)):
-            raise ValueError(f"world point {tuple(at)} mm is outside the image's field of view")
-    zooms = canonical.nifti.zooms[:3]
-    values = canonical.transpose("i", "j", "k")
-    views = [
-        ("sagittal", values.isel(i=voxel[0]).values.T, (1, 2), ("P", "A", "I", "S")),
-        ("coronal", values.isel(j=voxel[1]).values.T, (0, 2), ("L", "R", "I", "S")),
-        ("axial", values.isel(k=voxel[2]).values.T, (0, 1), ("L", "R", "P", "A")),
-    ]
-    finite = np.concatenate([np.ravel(v[1][np.isfinite(v[1])]) for v in views])
+        raise ValueError(
+            f"plot needs a 3-D grid or a 2-D plane of one; this object has the spatial dims "
+            f"{list(array.dims)} (select fewer integer positions)"
+        )
+    finite = np.concatenate([np.ravel(v.image[np.isfinite(v.image)]) for v in views])
     low = float(np.min(finite)) if vmin is None and finite.size else vmin
     high = float(np.max(finite)) if vmax is None and finite.size else vmax
-    figure, axes = plt.subplots(1, 3, figsize=figsize, constrained_layout=True)
+    if figsize is None:
+        figsize = (12.0, 4.4) if len(views) == 3 else (5.5, 4.4)
+    figure = figure_class(figsize=figsize, layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(views)))
     image = None
-    for ax, (title, plane, (h_axis, v_axis), labels) in zip(axes, views, strict=True):
-        flip = convention == "radiological" and h_axis == 0
-        shown = plane[:, ::-1] if flip else plane
-        left, right = (labels[1], labels[0]) if flip else (labels[0], labels[1])
-        image = ax.imshow(
-            shown,
-            origin="lower",
-            cmap=cmap,
-            vmin=low,
-            vmax=high,
-            aspect=zooms[v_axis] / zooms[h_axis],
-            interpolation="nearest",
-        )
-        column = shape[h_axis] - 1 - voxel[h_axis] if flip else voxel[h_axis]
-        ax.axvline(column, color="yellow", linewidth=0.8)
-        ax.axhline(voxel[v_axis], color="yellow", linewidth=0.8)
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for text, x, y, ha, va in (
-            (left, 0.02, 0.5, "left", "center"),
-            (right, 0.98, 0.5, "right", "center"),
-            (labels[2], 0.5, 0.02, "center", "bottom"),
-            (labels[3], 0.5, 0.98, "center", "top"),
-        ):
-            ax.text(
-                x,
-                y,
-                text,
-                transform=ax.transAxes,
-                color="white",
-                ha=ha,
-                va=va,
-                fontsize=11,
-                fontweight="bold",
-            )
+    for ax, view in zip(axes, views, strict=True):
+        image = _draw(ax, view, convention, cmap, low, high)
     figure.colorbar(image, ax=list(axes), shrink=0.8)
     figure.suptitle(
         f"{convention} view at (x, y, z) = ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm", fontsize=10
     )
     return figure
+
+
+def _draw(
+    ax: Any, view: _View, convention: str, cmap: str, low: float | None, high: float | None
+) -> Any:
+    flip = convention == "radiological" and view.axes[0] == 0
+    shown = view.image[:, ::-1] if flip else view.image
+    labels = view.labels
+    left, right = (labels[1], labels[0]) if flip else (labels[0], labels[1])
+    image = ax.imshow(
+        shown,
+        origin="lower",
+        cmap=cmap,
+        vmin=low,
+        vmax=high,
+        aspect=view.zooms[1] / view.zooms[0],
+        interpolation="nearest",
+    )
+    column, row = view.crosshair
+    if flip:
+        column = view.image.shape[1] - 1 - column
+    ax.axvline(column, color="yellow", linewidth=0.8)
+    ax.axhline(row, color="yellow", linewidth=0.8)
+    ax.set_title(view.title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for text, x, y, ha, va in (
+        (left, 0.02, 0.5, "left", "center"),
+        (right, 0.98, 0.5, "right", "center"),
+        (labels[2], 0.5, 0.02, "center", "bottom"),
+        (labels[3], 0.5, 0.98, "center", "top"),
+    ):
+        ax.text(
+            x,
+            y,
+            text,
+            transform=ax.transAxes,
+            color="white",
+            ha=ha,
+            va=va,
+            fontsize=11,
+            fontweight="bold",
+        )
+    return image
