@@ -16,10 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conftest import run_in_threads
 
-from xarray_nifti import NiftiTruncatedError
+from xarray_nifti import NiftiFileChangedError, NiftiTruncatedError
+from xarray_nifti import _readers as readers_module
+from xarray_nifti import _region as region_module
 from xarray_nifti import array as array_module
-from xarray_nifti._source import DataLocation, open_source
-from xarray_nifti.array import NiftiBackendArray, read_region
+from xarray_nifti._resolve import open_source
+from xarray_nifti._source import DataLocation
+from xarray_nifti._region import read_region
+from xarray_nifti.array import NiftiBackendArray
 
 SHAPE = (6, 5, 4, 3)
 DATA = np.arange(np.prod(SHAPE), dtype=np.int32).reshape(SHAPE) * 7 - 1000
@@ -83,7 +87,7 @@ def test_read_region_matches_numpy(
     data = np.arange(np.prod(shape), dtype=dtype).reshape(shape, order="F")
     offset = 48
     blob = bytes(offset) + data.tobytes(order="F")
-    location = DataLocation("mem", None, None, None, offset, shape, dtype, None, None)
+    location = DataLocation("mem", None, None, None, offset, shape, dtype, None)
     reads: list[tuple[int, int]] = []
 
     def read_into(start: int, out: memoryview) -> None:
@@ -92,12 +96,12 @@ def test_read_region_matches_numpy(
         reads.append((start, len(out)))
         out[:] = blob[start : start + len(out)]
 
-    old = (array_module._SPAN_WASTE, array_module._SPAN_FLOOR)
-    array_module._SPAN_WASTE, array_module._SPAN_FLOOR = waste, floor
+    old = (region_module._SPAN_WASTE, region_module._SPAN_FLOOR)
+    region_module._SPAN_WASTE, region_module._SPAN_FLOOR = waste, floor
     try:
         block = read_region(read_into, location, selection)
     finally:
-        array_module._SPAN_WASTE, array_module._SPAN_FLOOR = old
+        region_module._SPAN_WASTE, region_module._SPAN_FLOOR = old
     key = tuple(slice(s, s + (c - 1) * k + 1, k) if c else slice(0, 0) for s, c, k in selection)
     np.testing.assert_array_equal(block, data[key])
     assert block.shape == tuple(c for _, c, _ in selection)
@@ -278,7 +282,7 @@ def no_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise _NoReads("voxel data was read")
 
-    for cls in (array_module._MappedReader, array_module._FileReader, array_module._GzipReader):
+    for cls in (readers_module._MappedReader, readers_module._FileReader, readers_module._GzipReader):
         original_init = cls.__init__
 
         def recording_init(
@@ -288,10 +292,10 @@ def no_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             _init(self, location, *args)
 
         monkeypatch.setattr(cls, "__init__", recording_init)
-    monkeypatch.setattr(array_module, "read_region", refuse)
-    for cls in (array_module._Reader, array_module._MappedReader):
+    monkeypatch.setattr(readers_module, "read_region", refuse)
+    for cls in (readers_module._Reader, readers_module._MappedReader):
         monkeypatch.setattr(cls, "read_region", refuse)
-    for cls in (array_module._MappedReader, array_module._FileReader, array_module._GzipReader):
+    for cls in (readers_module._MappedReader, readers_module._FileReader, readers_module._GzipReader):
         monkeypatch.setattr(cls, "read_into", refuse)
     return opened
 
@@ -319,13 +323,13 @@ def test_a_counting_reader_reads_only_the_requested_volume(
     files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     requested: list[int] = []
-    original = array_module._MappedReader.read_region
+    original = readers_module._MappedReader.read_region
 
     def counting(self: Any, selection: Any) -> np.ndarray:
         requested.append(int(np.prod([count for _, count, _ in selection])))
         return original(self, selection)
 
-    monkeypatch.setattr(array_module._MappedReader, "read_region", counting)
+    monkeypatch.setattr(readers_module._MappedReader, "read_region", counting)
     with _open(files, "nii", cache=False) as ds:
         assert requested == []
         ds["data"].isel(time=2).values  # noqa: B018
@@ -344,7 +348,7 @@ def test_file_shrunk_after_open(tmp_path: Path) -> None:
     ds["data"][0, 0, 0, 0].values  # noqa: B018  (maps the file)
     with open(path, "r+b") as f:
         f.truncate(400)
-    with pytest.raises(NiftiTruncatedError, match=r"shrinks\.nii.*shrank"):
+    with pytest.raises(NiftiFileChangedError, match=r"shrinks\.nii.*shrank"):
         ds["data"].values  # noqa: B018
     ds.close()
 

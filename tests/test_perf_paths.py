@@ -25,11 +25,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xarray_nifti import NiftiTruncatedError, _gzip
+from xarray_nifti import NiftiFileChangedError, NiftiTruncatedError, _gzip
+from xarray_nifti import _readers as readers_module
+from xarray_nifti import _region as region_module
 from xarray_nifti import array as array_module
 from xarray_nifti._gzip import GzipStream
-from xarray_nifti._source import open_source
-from xarray_nifti.array import NiftiBackendArray, read_region
+from xarray_nifti._resolve import open_source
+from xarray_nifti._region import read_region
+from xarray_nifti.array import NiftiBackendArray
 
 N_CHUNKS = 400
 STRIDE = 8192
@@ -247,7 +250,7 @@ def test_volume_reads_use_pread_not_a_map(
         return original(fd, buffers, offset)
 
     monkeypatch.setattr(os, "preadv", counting)
-    reader = array_module.open_reader(open_source(path).data)
+    reader = readers_module.open_reader(open_source(path).data)
     try:
         for t in range(3):
             got = reader.read_region([(0, 6, 1), (0, 5, 1), (0, 4, 1), (t, 1, 1)])
@@ -265,7 +268,7 @@ def test_short_pread_raises_naming_the_file(
     nii: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, _ = nii
-    reader = array_module.open_reader(open_source(path).data)
+    reader = readers_module.open_reader(open_source(path).data)
     monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset: 0)  # shrank between checks
     try:
         with pytest.raises(NiftiTruncatedError, match=r"img\.nii.*shrank"):
@@ -282,7 +285,7 @@ def test_truncation_after_open_raises(nii: tuple[Path, np.ndarray], region: str)
     with open(path, "r+b") as f:
         f.truncate(400)
     part = ds["data"][..., 2] if region == "volume" else ds["data"][::2]
-    with pytest.raises(NiftiTruncatedError, match=r"img\.nii.*shrank"):
+    with pytest.raises(NiftiFileChangedError, match=r"img\.nii.*shrank"):
         part.values  # noqa: B018
     ds.close()
 

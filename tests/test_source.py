@@ -18,7 +18,8 @@ import xarray as xr
 
 from xarray_nifti import NiftiFormatError, NiftiTruncatedError
 from xarray_nifti._header import _check_raw_header, sniff_format
-from xarray_nifti._source import _header_file_of, open_source
+from xarray_nifti._pairs import header_file_of
+from xarray_nifti._resolve import open_source
 
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
 
@@ -438,10 +439,10 @@ def test_raw_header_checks_use_sizeof_hdr_for_byte_order() -> None:
         ("a.hdr", [], "a.hdr"),
     ],
 )
-def test_header_file_of(given: str, existing: list[str], expected: str, tmp_path: Path) -> None:
+def testheader_file_of(given: str, existing: list[str], expected: str, tmp_path: Path) -> None:
     for name in existing:
         (tmp_path / name).write_bytes(b"x")
-    assert _header_file_of(str(tmp_path / given)) == str(tmp_path / expected)
+    assert header_file_of(str(tmp_path / given)) == str(tmp_path / expected)
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])

@@ -11,7 +11,12 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers the .nifti accessor)
 from ._bids import BidsSidecarWarning
-from ._errors import NiftiFormatError, NiftiHeaderWarning, NiftiTruncatedError
+from ._errors import (
+    NiftiFileChangedError,
+    NiftiFormatError,
+    NiftiHeaderWarning,
+    NiftiTruncatedError,
+)
 from .backend import NiftiBackendEntrypoint
 from .bids import bids_files
 from .index import VoxelAffineIndex
@@ -26,6 +31,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "BidsSidecarWarning",
     "NiftiBackendEntrypoint",
+    "NiftiFileChangedError",
     "NiftiFormatError",
     "NiftiGeometry",
     "NiftiHeaderWarning",

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["NiftiFormatError", "NiftiHeaderWarning", "NiftiTruncatedError"]
+__all__ = [
+    "NiftiFileChangedError",
+    "NiftiFormatError",
+    "NiftiHeaderWarning",
+    "NiftiTruncatedError",
+]
 
 
 class NiftiFormatError(ValueError):
@@ -15,6 +20,19 @@ class NiftiFormatError(ValueError):
 
 class NiftiTruncatedError(NiftiFormatError):
     """A file holds fewer bytes than its header says (cut short, or changed after opening)."""
+
+
+class NiftiFileChangedError(NiftiTruncatedError):
+    """A file was changed or replaced after a lazy dataset was opened on it.
+
+    Raised by the next read (in this process or on a dask worker) instead of
+    returning voxels that mix two versions of the file. The message names the
+    file and what changed (size, modification time, inode, content checksum,
+    or a remote object's ETag/version); re-open the file to read its new
+    content. It is a :class:`NiftiTruncatedError` (and so a ``ValueError``),
+    the error a file changed after opening always gave, so code catching that
+    keeps working. A file removed after opening gives ``FileNotFoundError``.
+    """
 
 
 class NiftiHeaderWarning(UserWarning):

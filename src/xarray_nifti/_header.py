@@ -26,7 +26,7 @@ from nibabel.spatialimages import HeaderDataError
 
 from ._errors import NiftiFormatError, NiftiHeaderWarning, NiftiTruncatedError
 
-__all__ = ["sniff_format"]
+__all__ = ["is_url", "sniff_format"]
 
 _NIFTI_CLASSES: tuple[type, ...] = (
     nib.Nifti1Image,
@@ -45,6 +45,17 @@ _HEAD_BYTES = 552  # a NIfTI-2 header (540) + the 4-byte extension flag, rounded
 _MAX_DEFLATE_RATIO = 1032
 _PAIR_SUFFIXES = (".hdr", ".img")
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst")
+_GZIP_MAGIC = b"\x1f\x8b"
+# Suffixes the backend claims even without a readable header (open_dataset then
+# explains what is wrong); .hdr/.img are also used by ENVI, ERDAS and others, so
+# those are claimed only when a NIfTI/Analyze header is found.
+_SINGLE_SUFFIXES = (".nii", ".nii.gz", ".nii.bz2", ".nii.zst")
+
+
+def is_url(value: str) -> bool:
+    """Whether ``value`` is an fsspec URL (``file://`` URLs are local paths)."""
+    return "://" in value and not value.startswith("file://")
+
 # Errors nibabel (and the numpy/struct code under it) raise for malformed headers.
 _PARSE_ERRORS: tuple[type[BaseException], ...] = (
     HeaderDataError,

@@ -19,7 +19,7 @@ from xarray.indexes import RangeIndex
 from ._bids import sidecar_attrs
 from ._bids_tree import bids_groups, bids_tree
 from ._errors import NiftiFormatError
-from ._header import sniff_format
+from ._header import _GZIP_MAGIC, _HEAD_BYTES, _SINGLE_SUFFIXES, sniff_format
 from ._metadata import (
     DIM_NAMES,
     attrs_from_header,
@@ -27,19 +27,15 @@ from ._metadata import (
     geometry_from_header,
     time_values,
 )
-from ._source import ImageSource, _header_file_of, open_source
+from ._pairs import header_file_of, is_pair_path
+from ._resolve import open_source
+from ._source import ImageSource
 from .array import NiftiBackendArray
 from .index import VoxelAffineIndex
 
 __all__ = ["NiftiBackendEntrypoint", "dataset_from_source"]
 
-# Suffixes claimed even without a readable header (then open_dataset explains
-# what is wrong). .hdr and .img are also used by ENVI, ERDAS and others, so
-# those are claimed only when a NIfTI/Analyze header is found.
-_SUFFIXES = (".nii", ".nii.gz", ".nii.bz2", ".nii.zst")
-_PAIR_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
 _SNIFF_BYTES = 8192  # compressed bytes read to find a header inside a .gz
-_HEAD_BYTES = 552
 _SLAB_BYTES = 128 << 20
 _EAGER_TIME_MAX = 1 << 20  # volumes; longer time axes get a lazy RangeIndex
 _HEADER_ERRORS = (KeyError, IndexError, ValueError, TypeError, OverflowError, ZeroDivisionError)
@@ -180,7 +176,7 @@ def _head_of(filename_or_obj: Any) -> bytes | None:
             return None
         if not isinstance(head, bytes | bytearray):
             return None
-        if head[:2] == b"\x1f\x8b":
+        if head[:2] == _GZIP_MAGIC:
             head = _inflate_some(bytes(head), _HEAD_BYTES)
         return bytes(head)
     except (OSError, TypeError, ValueError):
@@ -342,11 +338,11 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         if isinstance(path, bytes):
             path = path.decode()
         lower = path.lower()
-        if lower.endswith(_SUFFIXES):
+        if lower.endswith(_SINGLE_SUFFIXES):
             return True
-        if lower.endswith(_PAIR_SUFFIXES):
+        if is_pair_path(lower):
             if not os.path.exists(path):
                 return True  # open_dataset then says which file is missing
-            head = _head_of(_header_file_of(path))
+            head = _head_of(header_file_of(path))
             return head is not None and sniff_format(head) is not None
         return False

@@ -1,0 +1,137 @@
+"""File identity: notice that a file changed after a lazy dataset was opened on it.
+
+A lazy dataset reads its file long after ``open_dataset`` returned, often in
+another process. If the file was rewritten in between (a notebook re-running
+``nib.save`` on the same path), the read would mix the old header (and, for
+gzip, old inflate checkpoints) with new bytes. So every file an image is read
+from is *stamped* at open time, the stamp travels (pickled) with the array to
+dask workers, and reads compare it with the file as it is now:
+
+* local files: size, ``st_mtime_ns``, device + inode, and a CRC32 of the first
+  and last 4 KiB (for gzip the last 8 bytes are the stream's own CRC32 and
+  size, so a same-size rewrite within one mtime tick is still caught);
+* fsspec objects: size and the ETag / version id / modification time that the
+  filesystem's ``info()`` reports.
+
+A file that was only touched (new mtime, same bytes) counts as changed: a
+cheap check cannot tell it from a rewrite, and a false alarm that asks the
+user to re-open is better than mixed voxels.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import NiftiFileChangedError
+
+__all__ = ["FileStamp", "check_stamps", "stamp_fsspec", "stamp_local"]
+
+_SAMPLE = 4096  # bytes checksummed at each end of a local file
+_REMOTE_VERSION_KEYS = (
+    "ETag",
+    "etag",
+    "VersionId",
+    "version_id",
+    "LastModified",
+    "mtime",
+    "created",
+)
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What one file looked like when the image was opened.
+
+    ``fs`` is the fsspec filesystem of a remote object (``None`` for a local
+    path); ``version`` holds the fields compared besides the size.
+    """
+
+    name: str
+    path: str
+    size: int | None
+    version: tuple[Any, ...]
+    fs: Any = field(default=None, compare=False)
+
+    @property
+    def cheap(self) -> bool:
+        """Whether checking costs no network round trip (local or in-memory files)."""
+        return self.fs is None or not getattr(self.fs, "async_impl", False)
+
+
+def _edges_crc(path: str, size: int) -> int:
+    with open(path, "rb") as f:
+        head = f.read(_SAMPLE)
+        if size > _SAMPLE:
+            f.seek(max(_SAMPLE, size - _SAMPLE))
+            head += f.read(_SAMPLE)
+    return zlib.crc32(head)
+
+
+def stamp_local(path: str, name: str | None = None) -> FileStamp:
+    """Stamp a local file (raises ``FileNotFoundError`` if it is gone)."""
+    stat = os.stat(path)
+    version = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, _edges_crc(path, stat.st_size))
+    return FileStamp(name or path, path, stat.st_size, version)
+
+
+def stamp_fsspec(fs: Any, path: str, name: str | None = None) -> FileStamp:
+    """Stamp an fsspec object from a fresh ``info()`` (cached listings are dropped first)."""
+    fs.invalidate_cache(path)
+    info = fs.info(path)
+    version = tuple(str(info[key]) for key in _REMOTE_VERSION_KEYS if info.get(key) is not None)
+    size = info.get("size")
+    return FileStamp(name or path, path, None if size is None else int(size), version, fs)
+
+
+def _restamp(stamp: FileStamp) -> FileStamp:
+    if stamp.fs is None:
+        return stamp_local(stamp.path, stamp.name)
+    return stamp_fsspec(stamp.fs, stamp.path, stamp.name)
+
+
+def _what_changed(old: FileStamp, new: FileStamp) -> str:
+    if old.size is not None and new.size is not None and new.size < old.size:
+        return f"it shrank from {old.size} to {new.size} bytes: truncated or rewritten"
+    if old.size != new.size:
+        return f"its size went from {old.size} to {new.size} bytes"
+    if old.fs is not None:
+        return f"its version changed ({', '.join(map(str, old.version))} -> " + (
+            f"{', '.join(map(str, new.version))})"
+        )
+    if old.version[:2] != new.version[:2]:
+        return "it was replaced by another file"
+    if old.version[2] != new.version[2]:
+        return "its modification time changed"
+    return "its content changed"
+
+
+def changed_error(stamp: FileStamp, reason: str) -> NiftiFileChangedError:
+    """The error for a file that no longer matches its stamp."""
+    return NiftiFileChangedError(
+        f"{stamp.name}: the file changed since it was opened ({reason}); the lazy data "
+        "refers to the old version, so nothing was read. Re-open it (xr.open_dataset "
+        "again) to read the new content"
+    )
+
+
+def check_stamps(stamps: tuple[FileStamp, ...], *, cheap_only: bool = False) -> None:
+    """Raise :class:`NiftiFileChangedError` if a stamped file changed or disappeared.
+
+    With ``cheap_only`` remote objects behind a network filesystem are
+    skipped (s3fs checks the ETag with each ranged GET itself).
+    """
+    for stamp in stamps:
+        if cheap_only and not stamp.cheap:
+            continue
+        try:
+            now = _restamp(stamp)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f"{stamp.name}: the file was removed or renamed after it was opened; "
+                "re-open the new file"
+            ) from err
+        if now != stamp:
+            raise changed_error(stamp, _what_changed(stamp, now))

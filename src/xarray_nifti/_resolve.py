@@ -1,0 +1,108 @@
+"""Resolve what the user passed (path, file object, fsspec URL or ``OpenFile``) into a source.
+
+This is the one place that decides how an input is read: local paths and
+local file objects by path (memory mapped, picklable), other file objects as
+they are, URLs through fsspec; single files by :mod:`._source`, header/image
+pairs by :mod:`._pairs`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ._header import _checked_path, is_url
+from ._identity import stamp_fsspec
+from ._pairs import is_pair_path, open_fsspec_pair, open_pair_path
+from ._source import ImageSource, open_fileobj, open_single_path
+
+__all__ = ["open_source"]
+
+
+def _open_path(path: str) -> ImageSource:
+    path = os.path.abspath(path)
+    _checked_path(path)
+    if is_pair_path(path):
+        return open_pair_path(path)
+    return open_single_path(path)
+
+
+def _local_path_of(fileobj: Any) -> str | None:
+    """The path of a regular local file object (so that we can reopen it), or ``None``."""
+    name = getattr(fileobj, "name", None)
+    if not isinstance(fileobj, io.BufferedReader | io.FileIO) or not isinstance(name, str):
+        return None
+    try:
+        opened, named = os.fstat(fileobj.fileno()), os.stat(name)
+    except (OSError, ValueError):
+        return None
+    if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+        return None
+    return os.path.abspath(name)
+
+
+def open_source(filename_or_obj: Any, storage_options: dict[str, Any] | None = None) -> ImageSource:
+    """Parse the header of a path, URL or binary file object.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        For a missing path (or the missing half of a pair) or a directory.
+    NiftiFormatError
+        For anything that is not a readable NIfTI-1/2 or Analyze header.
+    """
+    if isinstance(filename_or_obj, str | os.PathLike):
+        text = os.fspath(filename_or_obj)
+        if isinstance(text, bytes):
+            text = text.decode()
+        if is_url(text):
+            return _open_url(text, storage_options or {})
+        if text.startswith("file://"):
+            text = text[len("file://") :]
+        return _open_path(str(Path(text).expanduser()))
+    if hasattr(filename_or_obj, "read") and hasattr(filename_or_obj, "seek"):
+        local = _local_path_of(filename_or_obj)
+        if local is not None:  # reopen by path: memory mapped, picklable
+            return _open_path(local)
+        name = str(getattr(filename_or_obj, "name", None) or f"<{type(filename_or_obj).__name__}>")
+        return open_fileobj(filename_or_obj, name)
+    if hasattr(filename_or_obj, "open") and hasattr(filename_or_obj, "path"):  # fsspec OpenFile
+        return _open_fsspec(filename_or_obj, str(filename_or_obj.path))
+    raise TypeError(
+        "engine='nifti' opens a path, a URL or a binary file object, not "
+        f"{type(filename_or_obj).__name__}"
+    )
+
+
+def _open_url(url: str, storage_options: dict[str, Any]) -> ImageSource:
+    try:
+        import fsspec
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"reading {url} needs fsspec: pip install 'xarray-nifti[remote]'"
+        ) from err
+    open_file = fsspec.open(url, mode="rb", **storage_options)
+    return _open_fsspec(open_file, url)
+
+
+def _open_fsspec(open_file: Any, name: str) -> ImageSource:
+    fs = open_file.fs
+    if is_pair_path(open_file.path):
+        return open_fsspec_pair(fs, open_file.path, name, type(open_file))
+    try:
+        stamp = stamp_fsspec(fs, open_file.path, name)
+        # A small read-ahead: filesystems such as s3fs default to 50 MiB
+        # blocks, which would download whole images to parse a header.
+        fileobj = fs.open(open_file.path, mode="rb", block_size=1 << 16, cache_type="readahead")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{name}: no such object ({err})") from err
+    except PermissionError as err:
+        raise PermissionError(f"{name}: access denied, check the credentials ({err})") from err
+    try:
+        source = open_fileobj(fileobj, name, (stamp,))
+    finally:
+        fileobj.close()
+    return replace(source, data=replace(source.data, fileobj=open_file))
