@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,25 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nibabel.affines import apply_affine
+from nibabel.orientations import (
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
+from xarray.backends import BackendArray
+from xarray.core.indexing import (
+    IndexingSupport,
+    LazilyIndexedArray,
+    OuterIndexer,
+    VectorizedIndexer,
+    explicit_indexing_adapter,
+)
 
 from conftest import affines, grid_dataset, oblique_affine, spatial_shapes
 from xarray_nifti import VoxelAffineIndex
+from xarray_nifti.reorient import TransposedLazyArray
 
 SETTINGS = settings(max_examples=60, deadline=None)
 CODES = ["RAS", "LPS", "LAS", "ASR", "IPL", "SRA", "PIR"]
@@ -265,3 +283,207 @@ def test_reorient_dataset_whose_first_variable_is_1d(permuted: xr.Dataset) -> No
     np.testing.assert_array_equal(out.data.values, reference.data.values)
     np.testing.assert_allclose(out.data.nifti.affine, reference.nifti.affine)
     np.testing.assert_allclose(world(out), world(reference))
+
+
+# -- every axis orientation, every way of opening ---------------------------------------------
+
+ORIENTATIONS = [
+    (perm, signs)
+    for perm in itertools.permutations(range(3))
+    for signs in itertools.product((1.0, -1.0), repeat=3)
+]
+OPENINGS: list[Any] = [None, {}, "auto", "chunk before", "chunk after"]
+
+
+def orientation_affine(perm: tuple[int, ...], signs: tuple[float, ...]) -> np.ndarray:
+    """Voxel axis n points along world axis perm[n] (sign signs[n]), zooms 1.1, 1.2, 1.3."""
+    affine = np.eye(4)
+    affine[:3, :3] = 0.0
+    for axis, (world_axis, sign) in enumerate(zip(perm, signs, strict=True)):
+        affine[world_axis, axis] = sign * (1.1 + 0.1 * axis)
+    affine[:3, 3] = [10.0, -20.0, 5.0]
+    return affine
+
+
+@pytest.fixture(
+    scope="module",
+    params=ORIENTATIONS,
+    ids=lambda o: "".join(nib.aff2axcodes(orientation_affine(*o))),
+)
+def oriented_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    perm, signs = request.param
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    path = tmp_path_factory.mktemp("orientation") / "image.nii"
+    nib.save(nib.Nifti1Image(data, orientation_affine(perm, signs)), path)
+    return path
+
+
+def open_as(path: Path, opening: Any, kind: str, target: str) -> xr.Dataset | xr.DataArray:
+    """Open ``path`` one way, take a Dataset or DataArray and reorient it to ``target``."""
+    chunks = None if isinstance(opening, str) and opening.startswith("chunk") else opening
+    ds = xr.open_dataset(path, engine="nifti", chunks=chunks)
+    obj: xr.Dataset | xr.DataArray = ds if kind == "Dataset" else ds["data"]
+    if opening == "chunk before":
+        obj = obj.chunk()
+    out = obj.nifti.reorient(target)
+    return out.chunk() if opening == "chunk after" else out
+
+
+def values_of(obj: xr.Dataset | xr.DataArray) -> np.ndarray:
+    return np.asarray((obj["data"] if isinstance(obj, xr.Dataset) else obj).values)
+
+
+def oracle(path: Path, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """nibabel's data and affine of the image reoriented to ``target``."""
+    img = nib.load(path)
+    if target == "RAS":
+        canonical = nib.as_closest_canonical(img)
+        return np.asanyarray(canonical.dataobj), canonical.affine
+    ornt = ornt_transform(io_orientation(img.affine), axcodes2ornt(tuple(target)))
+    data = apply_orientation(np.asanyarray(img.dataobj), ornt)
+    return data, img.affine @ inv_ornt_aff(ornt, img.shape)
+
+
+@pytest.mark.parametrize("target", ["RAS", "PIL"])
+def test_selection_after_reorientation_in_every_orientation(
+    oriented_file: Path, target: str
+) -> None:
+    expected, affine = oracle(oriented_file, target)
+    point = apply_affine(affine, [[1, 2, 3], [3, 0, 2]])
+    failures = []
+    for opening in OPENINGS:
+        for kind in ("Dataset", "DataArray"):
+            with dask.config.set(scheduler=raising_scheduler):
+                out = open_as(oriented_file, opening, kind, target)
+                selections = {
+                    "integers": (out.isel(i=1, j=2, k=3), expected[1, 2, 3]),
+                    "integer and slice": (
+                        out.isel(i=1, j=slice(1, 3), k=3),
+                        expected[1, 1:3, 3],
+                    ),
+                    "slice, step and integer": (
+                        out.isel(i=slice(None, None, -2), j=2),
+                        expected[::-2, 2, :],
+                    ),
+                    "nearest": (
+                        out.sel(x=point[0, 0], y=point[0, 1], z=point[0, 2], method="nearest"),
+                        expected[1, 2, 3],
+                    ),
+                    "nearest points": (
+                        out.sel(x=point[:, 0], y=point[:, 1], z=point[:, 2], method="nearest"),
+                        expected[[1, 3], [2, 0], [3, 2]],
+                    ),
+                }
+            np.testing.assert_allclose(out.nifti.affine, affine, atol=1e-5)
+            for name, (selected, wanted) in selections.items():
+                if not np.array_equal(values_of(selected), wanted):
+                    failures.append(f"{opening!r} {kind} {name}")
+            if not np.array_equal(values_of(out), expected):
+                failures.append(f"{opening!r} {kind} whole image")
+    assert not failures
+
+
+def test_reoriented_object_describes_itself(oriented_file: Path) -> None:
+    canonical = nib.as_closest_canonical(nib.load(oriented_file))
+    zooms = [round(float(z), 3) for z in canonical.header.get_zooms()[:3]]
+    for opening in (None, {}):
+        out = open_as(oriented_file, opening, "Dataset", "RAS")
+        assert isinstance(out, xr.Dataset)
+        assert list(out.sizes) == list(out["data"].dims) == ["i", "j", "k"]
+        assert f"Dimensions:  (i: {canonical.shape[0]}, j: {canonical.shape[1]}," in repr(out)
+        index_line = the_index(out)._repr_inline_(200)
+        assert f"axcodes=RAS, zooms={zooms}, space=aligned, dims=(i, j, k)" in index_line
+        assert f"VoxelAffineIndex(axcodes=RAS, zooms={zooms}" in repr(out)
+        assert out.nifti.axcodes == ("R", "A", "S")
+        assert out.nifti.zooms == pytest.approx(zooms, abs=1e-3)
+        # the geometry itself is in the new order, so headers written from it are too
+        np.testing.assert_allclose(the_index(out).geometry.affine, canonical.affine, atol=1e-5)
+        assert the_index(out).geometry.shape == canonical.shape
+
+
+# -- laziness of the transposed lazy array ------------------------------------------------------
+
+
+class CountingBackend(BackendArray):
+    """A backend array that records every key it is read with."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        self.shape = values.shape
+        self.dtype = values.dtype
+        self.reads: list[tuple[Any, ...]] = []
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return explicit_indexing_adapter(key, self.shape, IndexingSupport.BASIC, self._read)
+
+    def _read(self, key: tuple[Any, ...]) -> np.ndarray:
+        self.reads.append(key)
+        return np.asarray(self.values[key])
+
+
+def counting_dataset(
+    affine: np.ndarray, shape: tuple[int, ...]
+) -> tuple[xr.Dataset, CountingBackend]:
+    backend = CountingBackend(np.arange(np.prod(shape), dtype=np.float32).reshape(shape))
+    lazy = LazilyIndexedArray(backend)
+    ds = grid_dataset(affine, shape, data=np.zeros(shape, dtype=np.float32), chunks=None)
+    ds["data"] = xr.Variable(ds["data"].dims, lazy)
+    return ds, backend
+
+
+def test_reorientation_and_selection_read_nothing_until_asked() -> None:
+    affine = orientation_affine((1, 2, 0), (1.0, -1.0, 1.0))
+    ds, backend = counting_dataset(affine, (4, 5, 6, 2))
+    out = ds.nifti.to_canonical()
+    voxel = out.isel(i=1, j=2, k=3, time=1)
+    plane = out.isel(k=3)
+    repr(out), repr(voxel), repr(plane)
+    assert backend.reads == []
+    expected, _ = oracle_from_array(backend.values, affine)
+    assert float(voxel["data"].values) == expected[1, 2, 3, 1]
+    assert len(backend.reads) == 1
+    assert np.asarray(backend.values[backend.reads[0]]).size == 1  # one voxel read, not the volume
+    np.testing.assert_array_equal(plane["data"].values, expected[:, :, 3])
+
+
+def oracle_from_array(values: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.Nifti1Image(values, affine)
+    canonical = nib.as_closest_canonical(img)
+    return np.asanyarray(canonical.dataobj), canonical.affine
+
+
+def test_transposed_lazy_array_composes_and_pickles() -> None:
+    values = np.arange(24).reshape(2, 3, 4)
+    seen = TransposedLazyArray(LazilyIndexedArray(values), (2, 0, 1))
+    np.testing.assert_array_equal(np.asarray(seen), values.transpose(2, 0, 1))
+    back = seen.transpose((1, 2, 0))
+    np.testing.assert_array_equal(np.asarray(back), values)
+    outer = seen.oindex[OuterIndexer((np.array([0, 3]), 1, slice(None)))]
+    np.testing.assert_array_equal(np.asarray(outer), values.transpose(2, 0, 1)[[0, 3], 1, :])
+    point = seen.vindex[VectorizedIndexer((np.array([0, 3]), np.array([1, 0]), np.array([2, 1])))]
+    np.testing.assert_array_equal(
+        np.asarray(point), values.transpose(2, 0, 1)[[0, 3], [1, 0], [2, 1]]
+    )
+    np.testing.assert_array_equal(np.asarray(pickle.loads(pickle.dumps(seen))), np.asarray(seen))
+    with pytest.raises(ValueError, match="not a permutation"):
+        TransposedLazyArray(LazilyIndexedArray(values), (0, 0, 1))
+
+
+@pytest.mark.parametrize(
+    ("codes", "error"),
+    [
+        (None, TypeError),
+        (3, TypeError),
+        (("R", "A", None), TypeError),
+        ("RAX", ValueError),
+        ("RRS", ValueError),
+        ("RA", ValueError),
+        ("RASS", ValueError),
+    ],
+)
+def test_reorient_bad_axis_codes_say_what_they_must_be(
+    permuted: xr.Dataset, codes: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="axis codes") as info:
+        permuted.nifti.reorient(codes)
+    assert "'RAS'" in str(info.value)

@@ -173,6 +173,25 @@ def axcodes(affine: npt.ArrayLike) -> tuple[str, ...]:
     return tuple("?" if c is None else str(c) for c in codes)
 
 
+def _axis_letters(target: object) -> tuple[str, ...]:
+    """``target`` as three upper-case letters, or a ``TypeError``/``ValueError`` saying why not."""
+    example = "a string such as 'RAS' or 'LPS', or a sequence such as ('L', 'P', 'S')"
+    if isinstance(target, str):
+        letters: tuple[object, ...] = tuple(target)
+    elif isinstance(target, Sequence):
+        letters = tuple(target)
+    else:
+        raise TypeError(f"axis codes must be {example}, not {type(target).__name__} {target!r}")
+    if not all(isinstance(c, str) and len(c) == 1 for c in letters):
+        raise TypeError(f"axis codes must be one letter per axis, {example}; got {target!r}")
+    if len(letters) != 3:
+        raise ValueError(
+            f"axis codes need one letter for each of the three spatial axes, {example}; got "
+            f"{target!r} ({len(letters)} letters)"
+        )
+    return tuple(str(c).upper() for c in letters)
+
+
 def orientation_plan(
     affine: npt.ArrayLike, target: str | Sequence[str], shape: Sequence[int]
 ) -> tuple[tuple[int, ...], tuple[bool, ...], FloatArray]:
@@ -202,11 +221,10 @@ def orientation_plan(
     >>> order, flips
     ((0, 1, 2), (True, False, False))
     """
-    codes = tuple(str(c).upper() for c in target)
-    if len(codes) != 3:
-        raise ValueError(f"axis codes need three letters such as 'RAS' or 'LPS', got {target!r}")
+    codes = _axis_letters(target)
     invalid = ValueError(
-        f"invalid axis codes {target!r}: use one of R/L, A/P, S/I per axis, e.g. 'RAS' or 'LPS'"
+        f"invalid axis codes {target!r}: use one of R/L, one of A/P and one of S/I, each "
+        "once, e.g. 'RAS' or 'LPS'"
     )
     try:
         wanted = axcodes2ornt(codes)

@@ -17,7 +17,7 @@ from xarray.core.indexing import (
 )
 from xarray.indexes import CoordinateTransformIndex, Index
 
-from .affine import Indexer
+from .affine import Indexer, voxel_sizes
 from .transform import (
     GRID_TOLERANCE_MM,
     SPATIAL_DIMS,
@@ -456,18 +456,27 @@ class VoxelAffineIndex(CoordinateTransformIndex):
         return type(self)(t.with_dims(new_dims, new_names))
 
     # -- display ---------------------------------------------------------------------
+    def _summary(self) -> str:
+        """Dims, axis codes and voxel sizes of the axes the grid still has, in its order."""
+        t = self.transform
+        g = self.geometry
+        axes = list(t.present_axes)
+        codes = "".join(g.axcodes[a] for a in axes)
+        zooms = np.round(voxel_sizes(g.affine)[axes], 3).tolist()
+        dims = ", ".join(str(t.axis_dims[a]) for a in axes)
+        # most telling first: the inline repr in a Dataset's repr is cut to width
+        return f"axcodes={codes}, zooms={zooms}, space={g.space}, dims=({dims})"
+
     def __repr__(self) -> str:
         g = self.geometry
         return (
-            f"VoxelAffineIndex(axcodes={''.join(g.axcodes)}, space={g.space}, "
+            f"VoxelAffineIndex({self._summary()}, "
             f"shape={tuple(self.transform.dim_size.values())},\n"
             f"  affine={np.array2string(g.affine[:3], precision=4, suppress_small=True)})"
         )
 
     def _repr_inline_(self, max_width: int) -> str:
-        g = self.geometry
-        zooms = np.round(np.sqrt((g.affine[:3, :3] ** 2).sum(0)), 3).tolist()
-        text = f"VoxelAffineIndex(axcodes={''.join(g.axcodes)}, space={g.space}, zooms={zooms})"
+        text = f"VoxelAffineIndex({self._summary()})"
         return text if len(text) <= max_width else text[: max(0, max_width - 3)] + "..."
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
