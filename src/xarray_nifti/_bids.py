@@ -119,16 +119,18 @@ def _attr_value(value: Any) -> Any:
 
 
 def read_text(name: str, storage_options: Mapping[str, Any] | None) -> str | None:
-    """The sidecar's text, or ``None`` when it does not exist."""
+    """The text of a local or remote file, or ``None`` when it does not exist."""
     if is_url(name):
         try:
             import fsspec
         except ImportError:  # pragma: no cover - fsspec comes with URL support
             return None
         fs, fs_path = fsspec.core.url_to_fs(name, **dict(storage_options or {}))
-        if not fs.isfile(fs_path):
+        try:
+            # One GET; asking first whether the file exists would cost another request.
+            data = fs.cat_file(fs_path)
+        except FileNotFoundError:
             return None
-        data = fs.cat_file(fs_path)
         return bytes(data).decode("utf-8")
     if name.startswith("file://"):
         name = name[len("file://") :]

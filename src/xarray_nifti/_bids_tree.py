@@ -25,10 +25,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import pandas as pd  # type: ignore[import-untyped]  # no stubs installed
 import xarray as xr
@@ -50,6 +50,8 @@ PARTICIPANTS = "participants"
 _REMOTE_THREADS = 8  # concurrent header reads over the network (latency bound)
 
 OpenImage = Callable[..., xr.Dataset]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _participants(listing: BidsListing, read: Callable[[str], dict[str, Any] | None]) -> Any:
@@ -78,7 +80,7 @@ def _open_leaf(
     image: BidsFile,
     open_image: OpenImage,
     listing: BidsListing,
-    sidecar: bool,
+    sidecars: Sequence[str],
     read: Callable[[str], dict[str, Any] | None],
 ) -> xr.Dataset:
     try:
@@ -90,14 +92,19 @@ def _open_leaf(
             raise type(err)(f"{image.path}: {err}") from err
         err.add_note(f"while opening {image.path} of the BIDS dataset {listing.root}")
         raise
-    if sidecar:
-        candidates = listing.json_files.get(image.dataset_root, [])
-        names = applicable_sidecars(image.path, candidates, image.dataset_root)
+    if sidecars:
         for variable in dataset.data_vars.values():
-            variable.attrs.update(
-                sidecar_attrs(image.path, variable.attrs, sidecars=names, read=read)
-            )
+            fields = sidecar_attrs(image.path, variable.attrs, sidecars=sidecars, read=read)
+            variable.attrs.update(fields)
     return dataset
+
+
+def _each(function: Callable[[T], R], items: Sequence[T], remote: bool) -> list[R]:
+    """``[function(item) for item in items]``, concurrently over the network."""
+    if not remote or len(items) < 2:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(_REMOTE_THREADS) as pool:
+        return list(pool.map(function, items))
 
 
 def _rebuildable(err: Exception) -> bool:
@@ -141,9 +148,26 @@ def bids_groups(
         root, derivatives=derivatives, storage_options=storage_options, **filters
     )
 
-    @cache
-    def read(name: str) -> dict[str, Any] | None:
-        return read_json_object(name, listing.storage_options)
+    remote = is_url(listing.root)
+    images = sorted(listing.images, key=lambda i: i.tree_path)
+    sidecars = {
+        image.path: applicable_sidecars(
+            image.path, listing.json_files.get(image.dataset_root, []), image.dataset_root
+        )
+        if sidecar
+        else []
+        for image in images
+    }
+    # Each JSON file is read once, however many images inherit it.
+    descriptions = [listing.root, *listing.pipelines.values()]
+    json_names = [f"{folder}/{DESCRIPTION_FILE}" for folder in descriptions]
+    if "participants.json" in listing.other_files:
+        json_names.append(f"{listing.root}/participants.json")
+    json_names += sorted({name for names in sidecars.values() for name in names})
+    contents = _each(
+        partial(read_json_object, storage_options=listing.storage_options), json_names, remote
+    )
+    read = dict(zip(json_names, contents, strict=True)).get
 
     groups: dict[str, xr.Dataset] = {
         "/": xr.Dataset(attrs=attr_values(read(f"{listing.root}/{DESCRIPTION_FILE}") or {}))
@@ -157,18 +181,13 @@ def bids_groups(
 
     def attempt(image: BidsFile) -> xr.Dataset | Exception:
         try:
-            return _open_leaf(image, open_image, listing, sidecar, read)
+            return _open_leaf(image, open_image, listing, sidecars[image.path], read)
         except Exception as err:
             if on_error == "raise":
                 raise
             return err
 
-    images = sorted(listing.images, key=lambda i: i.tree_path)
-    if is_url(listing.root) and len(images) > 1:
-        with ThreadPoolExecutor(_REMOTE_THREADS) as pool:
-            results = list(pool.map(attempt, images))
-    else:
-        results = [attempt(image) for image in images]
+    results = _each(attempt, images, remote)
     for image, result in zip(images, results, strict=True):
         if isinstance(result, Exception):
             warnings.warn(

@@ -227,11 +227,16 @@ def list_dataset(
     """
     normalised = check_filters(filters)
     fs, base = _fs_and_root(root, storage_options)
-    exists = os.path.isdir(base) if fs is None else fs.isdir(fs._strip_protocol(base))
-    if not exists:
-        raise FileNotFoundError(f"{base}: no such directory (expected a BIDS dataset's top folder)")
     wants_derivatives = derivatives not in (None, False)
-    relatives = _walk_local(base, wants_derivatives) if fs is None else _walk_remote(fs, base)
+    missing = f"{base}: no such directory (expected a BIDS dataset's top folder)"
+    if fs is None:
+        if not os.path.isdir(base):
+            raise FileNotFoundError(missing)
+        relatives = _walk_local(base, wants_derivatives)
+    else:
+        relatives = _walk_remote(fs, base)
+        if not relatives:  # on object stores a folder without files does not exist
+            raise FileNotFoundError(missing)
     if DESCRIPTION_FILE not in relatives:
         raise FileNotFoundError(
             f"{base} is not a BIDS dataset: {base}/{DESCRIPTION_FILE} does not exist. Pass the "
