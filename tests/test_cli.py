@@ -153,21 +153,21 @@ def test_convert_failure_leaves_no_output(tmp_path: Path, suffix: str) -> None:
 def test_convert_interrupted_keeps_existing_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xarray_nifti import array
+    from xarray_nifti import writer
     from xarray_nifti.cli import convert
 
     target = tmp_path / "out.nii.gz"
     target.write_bytes(b"old content")
     calls = {"n": 0}
-    original = array.read_region
+    original = writer._encode
 
-    def interrupt_third_read(*args: object, **kwargs: object) -> np.ndarray:
+    def interrupt_third_block(*args: object, **kwargs: object) -> np.ndarray:
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(array, "read_region", interrupt_third_read)
+    monkeypatch.setattr(writer, "_encode", interrupt_third_block)
     source = tmp_path / "bold.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 4, 6), "int16"), np.eye(4)), source)
     with pytest.raises(KeyboardInterrupt):

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from nibabel.affines import apply_affine
 
 from conftest import NIBABEL_DATA, nifti_differences, oblique_affine
-from xarray_nifti import writer
+from xarray_nifti import _slabs, writer
 
 # Files in nibabel/tests/data that nibabel loads and engine="nifti" opens.
 NIBABEL_FILES = [
@@ -492,14 +492,17 @@ def test_nan_in_integer_output_is_stored_as_zero(tmp_path: Path, make_image) -> 
     assert np.array_equal(raw, np.where(values > 5, values, 0))
 
 
-def test_out_of_range_integers_are_clipped(tmp_path: Path, make_image) -> None:
-    path = make_image(np.array([[[-1e6, 1.4], [2.6, 1e6]]], dtype=np.float32))
-    with open_nifti(path) as ds:
+def test_explicit_integer_dtype_scales_out_of_range_values(tmp_path: Path, make_image) -> None:
+    """Values outside an explicit integer dtype get a slope, not clipping (as nib.save)."""
+    values = np.array([[[-1e6, 1.4], [2.6, 1e6]]], dtype=np.float32)
+    with open_nifti(make_image(values)) as ds:
         ds.nifti.to_nifti(tmp_path / "u8.nii", dtype="uint8")
         ds.nifti.to_nifti(tmp_path / "i16.nii", dtype=np.int16)
-    assert np.asanyarray(nib.load(tmp_path / "u8.nii").dataobj).ravel().tolist() == [0, 1, 3, 255]
-    i16 = np.asanyarray(nib.load(tmp_path / "i16.nii").dataobj).ravel().tolist()
-    assert i16 == [-32768, 1, 3, 32767]
+    for name, dtype in (("u8.nii", np.uint8), ("i16.nii", np.int16)):
+        out = nib.load(tmp_path / name)
+        assert out.get_data_dtype() == dtype
+        slope = float(out.dataobj.slope)
+        assert np.abs(out.get_fdata() - values).max() <= slope / 2 * (1 + 1e-6)
 
 
 def test_bool_is_stored_as_uint8(functional: xr.Dataset, tmp_path: Path) -> None:
@@ -591,7 +594,7 @@ def lazy_dataset(array: da.Array, affine: np.ndarray | None = None) -> xr.DataAr
 def test_streaming_pulls_chunks_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     volume = (32, 32, 16)
     volume_bytes = int(np.prod(volume)) * 4
-    monkeypatch.setattr(writer, "_SLAB_BYTES", 2 * volume_bytes)
+    monkeypatch.setattr(_slabs, "SLAB_BYTES", 2 * volume_bytes)
     log = BlockLog()
     template = da.zeros((*volume, 40), chunks=(*volume, 1), dtype=np.int16)
     lazy = da.map_blocks(lambda x, block_info=None: log.make(block_info), template, dtype=np.int16)
@@ -609,7 +612,7 @@ def test_streaming_time_series_chunks_write_positionally(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chunks holding whole time series (not in file order) are computed once each."""
-    monkeypatch.setattr(writer, "_SLAB_BYTES", 32 * 32 * 4 * 4)
+    monkeypatch.setattr(_slabs, "SLAB_BYTES", 32 * 32 * 4 * 4)
     log = BlockLog()
     template = da.zeros((32, 32, 16, 12), chunks=(32, 32, 2, -1), dtype=np.int16)
 
@@ -638,7 +641,7 @@ def test_gzip_output_goes_through_a_streaming_compressor(
 ) -> None:
     from isal import igzip
 
-    monkeypatch.setattr(writer, "_SLAB_BYTES", 32 * 32 * 16 * 4)
+    monkeypatch.setattr(_slabs, "SLAB_BYTES", 32 * 32 * 16 * 4)
     sizes: list[int] = []
     original = igzip.IGzipFile.write
 
@@ -726,7 +729,7 @@ def failing_dataset(fail_on: int, error: BaseException) -> xr.DataArray:
 def test_exception_in_a_dask_task_leaves_nothing(
     suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer, "_SLAB_BYTES", 8 * 8 * 4 * 4)
+    monkeypatch.setattr(_slabs, "SLAB_BYTES", 8 * 8 * 4 * 4)
     target = tmp_path / f"target{suffix}"
     for existing in image_pair_files(target):
         existing.write_bytes(b"previous content")
@@ -744,7 +747,7 @@ def test_exception_in_a_dask_task_leaves_nothing(
 def test_write_failure_leaves_target_untouched(
     error: BaseException, suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer, "_SLAB_BYTES", 8 * 8 * 4 * 4)
+    monkeypatch.setattr(_slabs, "SLAB_BYTES", 8 * 8 * 4 * 4)
     target = tmp_path / f"target{suffix}"
     for existing in image_pair_files(target):
         existing.write_bytes(b"previous content")
@@ -951,10 +954,10 @@ def test_large_dims_need_nifti2(tmp_path: Path) -> None:
         array.nifti.to_nifti(tmp_path / "v1.nii", version=1)
     array.nifti.to_nifti(tmp_path / "auto.nii")
     assert isinstance(nib.load(tmp_path / "auto.nii"), nib.Nifti2Image)
-    # int32 values stored as int16 are clipped to its range.
+    # int32 values beyond int16 are scaled into its range, as nib.save does.
     array.nifti.to_nifti(tmp_path / "i16.nii", dtype="int16")
-    raw = np.asanyarray(nib.load(tmp_path / "i16.nii").dataobj)
-    assert np.array_equal(raw, np.clip(data, -32768, 32767))
+    out = nib.load(tmp_path / "i16.nii")
+    assert np.abs(out.get_fdata() - data).max() <= float(out.dataobj.slope) / 2 + 1e-6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.nii", "i16.nii", "long.nii"]
 
 
@@ -968,7 +971,7 @@ def test_any_chunking_is_exact(
     chunks: dict[str, int], suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chunks split along fast axes, or whole time series per chunk, with small slabs."""
-    monkeypatch.setattr(writer, "_SLAB_BYTES", 200_000)
+    monkeypatch.setattr(_slabs, "SLAB_BYTES", 200_000)
     source = NIBABEL_DATA / "example4d.nii.gz"
     with open_nifti(source, chunks=chunks) as ds:
         ds.nifti.to_nifti(tmp_path / f"out{suffix}")

@@ -15,6 +15,7 @@ from ._errors import (
     NiftiFileChangedError,
     NiftiFormatError,
     NiftiHeaderWarning,
+    NiftiTimeAxisWarning,
     NiftiTruncatedError,
 )
 from .backend import NiftiBackendEntrypoint
@@ -35,6 +36,7 @@ __all__ = [
     "NiftiFormatError",
     "NiftiGeometry",
     "NiftiHeaderWarning",
+    "NiftiTimeAxisWarning",
     "NiftiTruncatedError",
     "VoxelAffineIndex",
     "VoxelAffineTransform",

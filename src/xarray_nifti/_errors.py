@@ -6,6 +6,7 @@ __all__ = [
     "NiftiFileChangedError",
     "NiftiFormatError",
     "NiftiHeaderWarning",
+    "NiftiTimeAxisWarning",
     "NiftiTruncatedError",
 ]
 
@@ -41,4 +42,15 @@ class NiftiHeaderWarning(UserWarning):
     The message names the file, the field, its value and what is used instead
     (for example a singular sform replaced by the qform, or an unknown unit
     code read as ``"unknown"``).
+    """
+
+
+class NiftiTimeAxisWarning(UserWarning):
+    """A ``time`` coordinate cannot be stored exactly in a NIfTI header.
+
+    NIfTI keeps only a start (``toffset``) and a step (the TR in ``pixdim[4]``),
+    so volumes that are not evenly spaced in increasing time (scrubbed or
+    reordered selections) are written with the repetition time from the
+    ``repetition_time`` attribute (else the smallest step). The message names
+    the times and the TR written; ``.nifti.zooms`` reports the same TR.
     """

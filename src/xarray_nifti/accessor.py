@@ -9,6 +9,8 @@ import numpy as np
 import xarray as xr
 
 from . import affine as affine_maths
+from ._metadata import time_step
+from ._nifti_plan import time_seconds
 from .grid import current_affine, find_index, select_variable
 from .index import VoxelAffineIndex
 from .interchange import decode, encode, to_nibabel
@@ -76,11 +78,10 @@ class _NiftiAccessor(Generic[T_Xarray]):
         zooms = [float(z) for z in sizes]
         obj = self._obj
         if "time" in obj.dims:
-            if "time" in obj.coords and obj.sizes["time"] > 1:
-                times = np.asarray(obj["time"].values, dtype=np.float64)
-                zooms.append(float(abs(times[1] - times[0])))
-            else:
-                zooms.append(float(self._attrs().get("repetition_time", 0.0)))
+            # The TR the header gets (see to_nifti), also for uneven time axes.
+            tr = self._attrs().get("repetition_time")
+            step = time_step(time_seconds(obj), None if tr is None else float(tr))[0]
+            zooms.append(float(step or 0.0))
         return tuple(zooms)
 
     def _attrs(self) -> dict[Hashable, Any]:
@@ -222,6 +223,7 @@ class _NiftiAccessor(Generic[T_Xarray]):
         version: int | None = None,
         dtype: Any = None,
         compresslevel: int | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> Any:
         """Write to ``.nii``, ``.nii.gz`` or a ``.hdr``/``.img`` pair, streaming and atomically.
 
@@ -235,22 +237,30 @@ class _NiftiAccessor(Generic[T_Xarray]):
             1 or 2 (NIfTI-2). Default: the source's version, or 2 when a dim
             exceeds NIfTI-1's limit of 32767.
         dtype
-            Stored dtype. Default: the source's stored dtype and scaling for
-            unchanged data; float results as float32; ``bool`` as uint8. With
-            ``scale_factor``/``add_offset`` in ``encoding`` and an integer
-            dtype, values are scaled and rounded (NaN is stored as 0).
+            Stored dtype. Default: the source's stored dtype and scaling while
+            the values still fit them exactly (unchanged or only selected
+            data); float results as float32; ``bool`` as uint8. An integer
+            dtype for float data gets ``scl_slope``/``scl_inter`` from the
+            data range, as ``nib.save`` (whole numbers that fit are stored as
+            they are); ``scale_factor``/``add_offset`` in ``encoding`` are used
+            when the values fit them. NaN is stored as the value nearest 0.
         compresslevel
             gzip level for ``.gz`` outputs (default 1, as nibabel).
+        storage_options
+            fsspec options when ``path`` is a URL (``s3://...``): the file is
+            written locally, then uploaded whole.
 
         Returns
         -------
-        pathlib.Path
-            The written file.
+        pathlib.Path or str
+            The written file (the URL for URLs).
 
         Notes
         -----
         Writing onto the file a lazy dataset still reads from raises
-        ``ValueError``: call ``.load()`` first, or write elsewhere.
+        ``ValueError``: call ``.load()`` first, or write elsewhere. So does an
+        empty dim. A time axis that is not evenly spaced warns
+        (:class:`~xarray_nifti.NiftiTimeAxisWarning`).
 
         Examples
         --------
@@ -265,7 +275,15 @@ class _NiftiAccessor(Generic[T_Xarray]):
         """
 
         level = DEFAULT_COMPRESSLEVEL if compresslevel is None else compresslevel
-        return to_nifti(self._obj, path, var=var, version=version, dtype=dtype, compresslevel=level)
+        return to_nifti(
+            self._obj,
+            path,
+            var=var,
+            version=version,
+            dtype=dtype,
+            compresslevel=level,
+            storage_options=storage_options,
+        )
 
     def to_nibabel(
         self, *, var: str | None = None, version: int | None = None, dtype: Any = None

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._atomic import staged_path
+from ._optional import require
+from ._targets import output_paths
+
 __all__ = ["main"]
+
+# Optional packages each container needs, and the extra that installs them.
+_CONTAINER_NEEDS = {
+    ".zarr": (("zarr",), "zarr", "converting to Zarr"),
+    ".nc": (("h5netcdf", "h5py"), "netcdf", "converting to NetCDF"),
+}
 
 
 def _open(path: str, chunks: Any = None) -> Any:
@@ -22,7 +33,9 @@ def _open(path: str, chunks: Any = None) -> Any:
     import xarray_nifti  # noqa: F401  (registers the accessor)
 
     if path.endswith((".zarr", ".zarr/")):
-        return xr.open_zarr(path).nifti.decode()
+        require("zarr", "zarr", f"reading {path}")
+        with _expected_zarr_warnings():
+            return xr.open_zarr(path).nifti.decode()
     if path.endswith(".nc"):
         return xr.open_dataset(path, chunks=chunks).nifti.decode()
     return xr.open_dataset(path, engine="nifti", chunks=chunks)
@@ -50,6 +63,30 @@ def _size(path: str) -> int:
     )
 
 
+def _size_line(path: str) -> str:
+    """File size; for a ``.hdr``/``.img`` pair the size of each file and their total."""
+    try:
+        files = output_paths(path)
+    except ValueError:  # Zarr, NetCDF
+        files = [path]
+    if len(files) == 1 or not all(os.path.isfile(f) for f in files):
+        return f"{_size(path)} bytes"
+    sizes = [_size(f) for f in files]
+    parts = ", ".join(f"{os.path.basename(f)} {n}" for f, n in zip(files, sizes, strict=True))
+    return f"{sum(sizes)} bytes ({parts})"
+
+
+def _laziness(data: Any) -> str:
+    """How a DataArray holds its values, in words."""
+    chunks = getattr(data.variable, "chunks", None)
+    if chunks is not None:
+        blocks = int(np.prod([len(c) for c in chunks]))
+        return f"lazy: dask array, {blocks} chunk{'s' if blocks != 1 else ''}"
+    if isinstance(data.variable._data, np.ndarray):
+        return "loaded in memory"
+    return "lazy: not loaded"
+
+
 def describe(path: str) -> str:
     """The text ``xarray-nifti info`` prints."""
     ds = _open(path)
@@ -62,7 +99,7 @@ def describe(path: str) -> str:
         nifti_format = f"{container} ({nifti_format} geometry)"
     lines = [
         f"file:      {path}",
-        f"size:      {_size(path)} bytes",
+        f"size:      {_size_line(path)}",
         f"format:    {nifti_format}"
         + (f", {enc['compression']}" if enc.get("compression") else ""),
         f"shape:     {dict(data.sizes)}",
@@ -90,37 +127,49 @@ def _progress(total: int) -> Any:
     return ProgressBar(minimum=0.5, dt=0.2) if total else ProgressBar()
 
 
+@contextmanager
+def _expected_zarr_warnings() -> Iterator[None]:
+    """Silence Zarr's notice that consolidated metadata is outside the Zarr v3 spec.
+
+    xarray writes consolidated metadata on purpose (fast opening); every
+    other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Consolidated metadata is currently not part", category=UserWarning
+        )
+        yield
+
+
 def convert(source: str, target: str, chunks: Any = None) -> Path:
     """Convert NIfTI ⇄ Zarr/NetCDF (geometry kept via encode/decode), atomically.
 
     The output is written beside the target under a temporary name and moved
     into place only when complete, so an error or Ctrl-C leaves no partial
     output; an existing target is never replaced (NIfTI targets follow
-    ``to_nifti``'s rule and are replaced atomically).
+    ``to_nifti``'s rule and are replaced atomically). A missing optional
+    dependency (zarr; h5netcdf and h5py) raises ``ImportError`` naming the
+    extra to install, before anything is read.
     """
-    ds = _open(source, chunks={} if chunks is None else chunks)
     out = Path(target.rstrip("/"))
-    if out.suffix in (".zarr", ".nc") and out.exists():
+    modules, extra, purpose = _CONTAINER_NEEDS.get(out.suffix, ((), "", ""))
+    for module in modules:
+        require(module, extra, purpose)
+    if out.suffix in _CONTAINER_NEEDS and out.exists():
         raise FileExistsError(f"{out}: already exists; remove it or choose another name")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out}: the folder {out.parent} does not exist")
-    if out.suffix not in (".zarr", ".nc"):
+    ds = _open(source, chunks={} if chunks is None else chunks)
+    if out.suffix not in _CONTAINER_NEEDS:
         with _progress(1):
             ds.nifti.to_nifti(out)
         return out
-    temp = out.with_name(f".{out.name}.{os.getpid()}.part")
-    try:
-        with _progress(1):
-            if out.suffix == ".zarr":
+    with staged_path(out) as temp, _progress(1):
+        if out.suffix == ".zarr":
+            with _expected_zarr_warnings():
                 ds.nifti.encode().to_zarr(temp, mode="w-")
-            else:
-                ds.nifti.encode().to_netcdf(temp, engine="h5netcdf")
-        os.replace(temp, out)
-    finally:
-        if temp.is_dir():
-            shutil.rmtree(temp, ignore_errors=True)
-        elif temp.exists():
-            temp.unlink()
+        else:
+            ds.nifti.encode().to_netcdf(temp, engine="h5netcdf")
     return out
 
 
@@ -171,10 +220,7 @@ def demo(outdir: str | None = None) -> list[str]:
     found = value.values.item()
     say(f"   .sel(x={x:.1f}, y={y:.1f}, z={z:.1f}, method='nearest') at time 0 -> {found}")
     canonical = data.nifti.to_canonical()
-    say(
-        f"4. to_canonical(): axcodes {''.join(canonical.nifti.axcodes)} (lazy: "
-        f"{type(canonical.data).__name__})"
-    )
+    say(f"4. to_canonical(): axcodes {''.join(canonical.nifti.axcodes)} ({_laziness(canonical)})")
     mean = canonical.mean("time", keep_attrs=True)
     mean_path = mean.nifti.to_nifti(folder / "mean_canonical.nii.gz")
     say(f"5. temporal mean saved (streaming, atomic): {mean_path}")
