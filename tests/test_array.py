@@ -282,7 +282,11 @@ def no_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise _NoReads("voxel data was read")
 
-    for cls in (readers_module._MappedReader, readers_module._FileReader, readers_module._GzipReader):
+    for cls in (
+        readers_module._MappedReader,
+        readers_module._FileReader,
+        readers_module._GzipReader,
+    ):
         original_init = cls.__init__
 
         def recording_init(
@@ -295,7 +299,11 @@ def no_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(readers_module, "read_region", refuse)
     for cls in (readers_module._Reader, readers_module._MappedReader):
         monkeypatch.setattr(cls, "read_region", refuse)
-    for cls in (readers_module._MappedReader, readers_module._FileReader, readers_module._GzipReader):
+    for cls in (
+        readers_module._MappedReader,
+        readers_module._FileReader,
+        readers_module._GzipReader,
+    ):
         monkeypatch.setattr(cls, "read_into", refuse)
     return opened
 

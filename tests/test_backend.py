@@ -429,6 +429,83 @@ def test_var_name_and_drop_variables(make_image: Any) -> None:
         assert da.dims == ("i", "j", "k", "time")
 
 
+@pytest.mark.parametrize("name", ["i", "j", "k", "time", "u", "v", "w", "rgb", "x", "y", "z"])
+def test_var_name_clashing_with_a_dimension_or_coordinate(make_image: Any, name: str) -> None:
+    path = make_image(_ramp((4, 3, 2, 2), np.int16), name="clash.nii")
+    with pytest.raises(ValueError, match=rf"var_name='{name}' clashes with the .*'{name}'") as err:
+        xr.open_dataset(path, engine="nifti", var_name=name)
+    assert not isinstance(err.value, NiftiFormatError)  # the file is fine, the argument is not
+
+
+@pytest.mark.parametrize("name", ["", None, 3])
+def test_var_name_must_be_a_non_empty_string(make_image: Any, name: Any) -> None:
+    path = make_image(_ramp((4, 3, 2), np.int16), name="vn.nii")
+    with pytest.raises(TypeError, match="var_name must be a non-empty string"):
+        xr.open_dataset(path, engine="nifti", var_name=name)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"decode_times": False},
+        {"decode_times": True},
+        {"decode_timedelta": False},
+        {"use_cftime": True},
+        {"concat_characters": False},
+        {"decode_coords": False},
+        {"decode_coords": "all"},
+        {"decode_cf": False},
+        {"decode_cf": True},
+    ],
+    ids=lambda option: "-".join(f"{k}={v}" for k, v in option.items()),
+)
+@pytest.mark.parametrize("chunks", [None, {}], ids=["chunks=None", "chunks={}"])
+def test_cf_decoding_options_are_accepted_and_ignored(
+    make_image: Any, option: dict[str, Any], chunks: Any
+) -> None:
+    data = _ramp((4, 3, 2, 3), np.int16)
+    path = make_image(data, name="cf.nii.gz", pixdim=[1, 1, 1, 1, 2.5, 1, 1, 1])
+    with xr.open_dataset(path, engine="nifti", chunks=chunks, **option) as ds:
+        np.testing.assert_array_equal(ds["data"].values, data)
+        np.testing.assert_array_equal(ds["time"].values, [0.0, 2.5, 5.0])
+        assert ds["time"].dtype == np.float64
+        assert {"x", "y", "z"} <= set(ds.coords)
+
+
+def test_decode_cf_false_returns_stored_values(make_image: Any) -> None:
+    data = _ramp((4, 3, 2), np.int16)
+    path = make_image(data, name="raw.nii", scl_slope=2.0, scl_inter=1.0)
+    with xr.open_dataset(path, engine="nifti", decode_cf=False) as ds:
+        assert ds["data"].dtype == np.int16
+        assert ds["data"].attrs["scale_factor"] == 2.0
+
+
+def test_bug_while_building_the_dataset_is_not_called_a_header_problem(
+    make_image: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_image(_ramp((4, 3, 2, 2), np.int16), name="bug.nii")
+
+    def broken(*args: Any) -> Any:
+        raise KeyError("a bug in the package")
+
+    monkeypatch.setattr(backend_module, "_preferred_chunks", broken)
+    with pytest.raises(KeyError, match="a bug in the package"):
+        xr.open_dataset(path, engine="nifti")
+
+
+def test_header_value_that_cannot_be_interpreted_names_the_file(
+    make_image: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_image(_ramp((4, 3, 2, 2), np.int16), name="odd.nii")
+
+    def unknown_code(*args: Any) -> Any:
+        raise KeyError(77)
+
+    monkeypatch.setattr(backend_module, "attrs_from_header", unknown_code)
+    with pytest.raises(NiftiFormatError, match=r"odd\.nii: invalid header field value \(KeyError"):
+        xr.open_dataset(path, engine="nifti")
+
+
 def test_open_mfdataset(make_image: Any, tmp_path: Path) -> None:
     data = _ramp((4, 3, 2, 2), np.int16)
     first = make_image(data, name="a.nii")

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import xarray_nifti  # noqa: F401  (registers the accessor)
+from xarray_nifti import NiftiFileChangedError
 
 pytest.importorskip("s3fs")
 boto3 = pytest.importorskip("boto3")
@@ -400,3 +400,114 @@ def test_open_url_adds_remote_sidecar(s3: S3) -> None:
     )
     assert ds.data.attrs["TaskName"] == "rest"
     assert ds.data.attrs["SliceTiming"] == [0.0, 1.0]
+
+
+# -- header/image pairs --------------------------------------------------------------------------
+
+
+def _upload_pair(s3: S3, folder: Any, stem: str, gz: bool) -> np.ndarray:
+    data = s3.data[..., :4] * 3
+    img = nib.Nifti1Pair(data, np.diag([3.0, 3.0, 4.0, 1.0]))
+    img.header.set_xyzt_units("mm", "sec")
+    ext = ".gz" if gz else ""
+    nib.save(img, folder / f"{stem}.hdr{ext}")
+    for part in ("hdr", "img"):
+        s3.client.upload_file(str(folder / f"{stem}.{part}{ext}"), BUCKET, f"{stem}.{part}{ext}")
+    return data
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["pair", "pair.gz"])
+@pytest.mark.parametrize("given", ["hdr", "img"])
+@pytest.mark.parametrize("chunks", [None, {}], ids=["chunks=None", "chunks={}"])
+def test_open_pair_from_url(
+    s3: S3, tmp_path: Any, log: RequestLog, gz: bool, given: str, chunks: Any
+) -> None:
+    stem = f"pair-{'gz' if gz else 'raw'}-{given}-{'dask' if chunks == {} else 'lazy'}"
+    data = _upload_pair(s3, tmp_path, stem, gz)
+    ext = ".gz" if gz else ""
+    log.clear()
+    ds = xr.open_dataset(
+        s3_url(f"{stem}.{given}{ext}"), engine="nifti", storage_options=s3.options, chunks=chunks
+    )
+    assert log.bytes_sent(f"{stem}.img{ext}") <= 2  # opening reads the header, not the data
+    expected = nib.load(tmp_path / f"{stem}.hdr{ext}")
+    np.testing.assert_array_equal(ds.nifti.affine, expected.affine)
+    assert ds.data.encoding["source"] == s3_url(f"{stem}.{given}{ext}")
+    np.testing.assert_array_equal(ds.data.isel(time=2).values, data[..., 2])
+    np.testing.assert_array_equal(ds.data.values, np.asarray(expected.dataobj))
+    copy = pickle.loads(pickle.dumps(ds))
+    np.testing.assert_array_equal(copy.data.isel(time=1).values, data[..., 1])
+
+
+def test_pair_from_memory_url(tmp_path: Any) -> None:
+    import fsspec
+
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    nib.save(nib.Nifti1Pair(data, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "m.hdr")
+    fs = fsspec.filesystem("memory")
+    for part in ("hdr", "img"):
+        fs.pipe(f"/pairs/m.{part}", (tmp_path / f"m.{part}").read_bytes())
+    ds = xr.open_dataset("memory://pairs/m.img", engine="nifti")
+    np.testing.assert_array_equal(ds.data.values, data)
+    np.testing.assert_array_equal(ds.nifti.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+
+
+def test_pair_with_missing_image_object(s3: S3, tmp_path: Any) -> None:
+    nib.save(nib.Nifti1Pair(s3.data[..., :2], np.eye(4)), tmp_path / "lonely.hdr")
+    s3.client.upload_file(str(tmp_path / "lonely.hdr"), BUCKET, "lonely.hdr")
+    with pytest.raises(FileNotFoundError, match=r"lonely\.img.*missing"):
+        xr.open_dataset(s3_url("lonely.hdr"), engine="nifti", storage_options=s3.options)
+
+
+# -- objects changed after opening ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["nii", "nii.gz", "pair"])
+@pytest.mark.parametrize("chunks", [None, {}], ids=["chunks=None", "chunks={}"])
+@pytest.mark.parametrize("change", ["same-size", "other-size"])
+def test_object_rewritten_after_open(
+    s3: S3, tmp_path: Any, suffix: str, chunks: Any, change: str
+) -> None:
+    import gzip as gzip_module
+
+    stem = f"changing-{suffix.replace('.', '')}-{change}-{'dask' if chunks == {} else 'lazy'}"
+    old = s3.data[..., :4]
+    new = (old[::-1] + 5).astype(np.int16)
+    if change == "other-size":
+        new = np.concatenate([new, new[..., :1]], axis=-1)
+
+    def upload(data: np.ndarray) -> str:
+        if suffix == "pair":
+            nib.save(nib.Nifti1Pair(data, np.eye(4)), tmp_path / f"{stem}.hdr")
+            for part in ("hdr", "img"):
+                s3.client.upload_file(str(tmp_path / f"{stem}.{part}"), BUCKET, f"{stem}.{part}")
+            return f"{stem}.hdr"
+        raw = nib.Nifti1Image(data, np.eye(4)).to_bytes()
+        if suffix == "nii.gz":  # stored blocks: the same size for the same shape
+            raw = gzip_module.compress(raw, compresslevel=0, mtime=0)
+        s3.client.put_object(Bucket=BUCKET, Key=f"{stem}.{suffix}", Body=raw)
+        return f"{stem}.{suffix}"
+
+    key = upload(old)
+    ds = xr.open_dataset(s3_url(key), engine="nifti", storage_options=s3.options, chunks=chunks)
+    np.testing.assert_array_equal(ds.data.isel(time=0).values, old[..., 0])
+    upload(new)
+    with pytest.raises(NiftiFileChangedError, match=rf"{stem}.*changed since it was opened"):
+        ds.data.values  # noqa: B018
+    fresh = xr.open_dataset(s3_url(key), engine="nifti", storage_options=s3.options)
+    np.testing.assert_array_equal(fresh.data.values, new)
+
+
+def test_unpickled_copy_checks_the_version_seen_at_open(s3: S3) -> None:
+    key = "pickled-then-changed.nii"
+    s3.client.put_object(
+        Bucket=BUCKET, Key=key, Body=nib.Nifti1Image(s3.data[..., :2], np.eye(4)).to_bytes()
+    )
+    ds = xr.open_dataset(s3_url(key), engine="nifti", storage_options=s3.options)
+    payload = pickle.dumps(ds)
+    changed = (s3.data[..., :2] + 1).astype(np.int16)
+    s3.client.put_object(
+        Bucket=BUCKET, Key=key, Body=nib.Nifti1Image(changed, np.eye(4)).to_bytes()
+    )
+    with pytest.raises(NiftiFileChangedError, match=r"ETag|version"):
+        pickle.loads(payload).data.values  # noqa: B018

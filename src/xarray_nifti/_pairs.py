@@ -23,7 +23,9 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.imageglobals import LoggingOutputSuppressor
 from nibabel.openers import ImageOpener
 
+from ._affine_choice import choose_affine
 from ._errors import NiftiFormatError
+from ._extensions import read_extensions
 from ._header import (
     _COMPRESSED_SUFFIXES,
     _GZIP_MAGIC,
@@ -31,11 +33,9 @@ from ._header import (
     _PAIR_SUFFIXES,
     _PARSE_OR_OS_ERRORS,
     _check_raw_header,
-    _choose_affine,
     _cifti_error,
     _is_cifti,
     _RawHeader,
-    _read_extensions,
     _reject_non_nifti,
     _sanitize_header,
 )
@@ -100,7 +100,7 @@ def _pair_extensions(header_name: str, raw: bytes, layout: _RawHeader) -> tuple[
     )
     header = header_class(block, layout.endian, check=False)
     stream = io.BytesIO(raw[layout.sizeof_hdr + 4 :])
-    extensions, _ = _read_extensions(header_name, stream, header, layout.endian, None)
+    extensions, _ = read_extensions(header_name, stream, header, layout.endian, None)
     return block + bytes(4), extensions
 
 
@@ -127,7 +127,7 @@ def _finish(
     _sanitize_header(name, header)
     path, fileobj, compression, size = image
     location = _location(name, header, path, fileobj, compression, offset, size, stamps)
-    affine = _choose_affine(name, header, lambda: img.affine)
+    affine = choose_affine(name, header, lambda: img.affine)
     return ImageSource(name, type(img), header, affine, location, slope, inter)
 
 

@@ -24,7 +24,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.openers import ImageOpener
 
+from ._affine_choice import choose_affine
 from ._errors import NiftiFormatError, NiftiTruncatedError
+from ._extensions import read_extensions
 from ._header import (
     _COMPRESSED_SUFFIXES,
     _GZIP_MAGIC,
@@ -36,10 +38,8 @@ from ._header import (
     _check_raw_header,
     _check_shape,
     _check_single_offset,
-    _choose_affine,
     _cifti_error,
     _is_cifti,
-    _read_extensions,
     _sanitize_header,
 )
 from ._header import is_url as _is_url  # noqa: F401  (kept importable from here)
@@ -258,12 +258,12 @@ def _open_single(
             if compressed:
                 with gzip.GzipFile(fileobj=fileobj, mode="rb") as stream:
                     stream.read(layout.sizeof_hdr + 4)
-                    extensions, _ = _read_extensions(
+                    extensions, _ = read_extensions(
                         name, stream, header, layout.endian, offset - layout.sizeof_hdr - 4
                     )
             else:
                 fileobj.read(layout.sizeof_hdr + 4)
-                extensions, _ = _read_extensions(
+                extensions, _ = read_extensions(
                     name, fileobj, header, layout.endian, offset - layout.sizeof_hdr - 4
                 )
         except (zlib.error, gzip.BadGzipFile) as err:
@@ -290,7 +290,7 @@ def _open_single(
         file_size,
         stamps,
     )
-    affine = _choose_affine(name, header, header.get_best_affine)
+    affine = choose_affine(name, header, header.get_best_affine)
     return ImageSource(
         name,
         image_class,

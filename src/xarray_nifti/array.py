@@ -166,12 +166,15 @@ class NiftiBackendArray(BackendArray):
     def _read_unchanged(self, reader: Any, selection: list[tuple[int, int, int]]) -> np.ndarray:
         """Read a region, checking before and after that the file is the one opened.
 
-        The check after the read catches a rewrite that happened during it. A
-        read that fails (corrupt gzip, short file, an expired remote object)
-        is blamed on a change when the file no longer matches its stamp.
+        Before: a full check (a HEAD request for a remote object, whose bytes
+        may already sit in the reader's read-ahead cache). After: local files
+        only, to catch a rewrite during the read (s3fs makes every ranged GET
+        conditional on the ETag it opened with). A read that fails (corrupt
+        gzip, short file, an expired remote object) is blamed on a change when
+        the file no longer matches its stamp.
         """
         stamps = self.location.stamps
-        check_stamps(stamps, cheap_only=True)
+        check_stamps(stamps)
         try:
             block: np.ndarray = reader.read_region(selection)
         except NiftiFileChangedError:

@@ -38,6 +38,14 @@ __all__ = ["NiftiBackendEntrypoint", "dataset_from_source"]
 _SNIFF_BYTES = 8192  # compressed bytes read to find a header inside a .gz
 _SLAB_BYTES = 128 << 20
 _EAGER_TIME_MAX = 1 << 20  # volumes; longer time axes get a lazy RangeIndex
+# xarray's CF decoding options with no meaning for NIfTI (see open_dataset).
+_IGNORED_CF_OPTIONS = (
+    "decode_times",
+    "decode_timedelta",
+    "use_cftime",
+    "concat_characters",
+    "decode_coords",
+)
 _HEADER_ERRORS = (KeyError, IndexError, ValueError, TypeError, OverflowError, ZeroDivisionError)
 
 
@@ -92,17 +100,59 @@ def _preferred_chunks(
     return chunks
 
 
+# Names the dataset itself uses: the data variable may not take one of them.
+_RESERVED_NAMES = {
+    **{dim: "dimension" for dim in (*DIM_NAMES, "rgb")},
+    **{coord: "world coordinate" for coord in ("x", "y", "z")},
+}
+
+
+def _check_var_name(var_name: Any) -> str:
+    if not isinstance(var_name, str) or not var_name:
+        raise TypeError(f"var_name must be a non-empty string, not {var_name!r}")
+    kind = _RESERVED_NAMES.get(var_name)
+    if kind is not None:
+        raise ValueError(
+            f"var_name={var_name!r} clashes with the {kind} {var_name!r} of a NIfTI dataset "
+            f"(i, j, k, time, u, v, w, rgb and x, y, z are taken); choose another name, "
+            "e.g. var_name='bold'"
+        )
+    return var_name
+
+
+def _header_fields(source: ImageSource) -> tuple[Any, dict[str, Any], dict[str, Any], Any]:
+    """Geometry, attrs, encoding and time stamps interpreted from the header.
+
+    Only this interpretation is guarded: a field nibabel parses but cannot
+    interpret (e.g. an unknown code) is reported naming the file, while an
+    error while assembling the Dataset propagates as itself.
+    """
+    header, shape = source.header, source.data.shape
+    try:
+        geometry = geometry_from_header(header, source.affine, shape)
+        attrs = attrs_from_header(header, geometry)
+        encoding = encoding_from_header(header, source.format)
+        times = None
+        if len(shape) > 3:
+            times = time_values(header, shape[3] if shape[3] <= _EAGER_TIME_MAX else 2)
+    except NiftiFormatError:
+        raise
+    except _HEADER_ERRORS as err:
+        raise NiftiFormatError(
+            f"{source.name}: invalid header field value ({type(err).__name__}: {err})"
+        ) from err
+    return geometry, attrs, encoding, times
+
+
 def dataset_from_source(
     source: ImageSource, *, mask_and_scale: bool = True, var_name: str = "data"
 ) -> xr.Dataset:
     """The Dataset for a parsed image (shared by the backend and ``from_nibabel``)."""
-    header = source.header
+    var_name = _check_var_name(var_name)
     shape = source.data.shape
-    geometry = geometry_from_header(header, source.affine, shape)
+    geometry, attrs, encoding, times = _header_fields(source)
     array = NiftiBackendArray(source.data)
     dims = DIM_NAMES[: len(shape)] + (("rgb",) if len(array.shape) > len(shape) else ())
-    attrs = attrs_from_header(header, geometry)
-    encoding = encoding_from_header(header, source.format)
     encoding["source"] = source.name
     encoding["compression"] = source.data.compression
     variable = xr.Variable(dims, indexing.LazilyIndexedArray(array), attrs=attrs, encoding=encoding)
@@ -122,30 +172,24 @@ def dataset_from_source(
     coords = xr.Coordinates.from_xindex(
         VoxelAffineIndex.from_geometry(geometry, axis_dims, source=source.name)
     )
-    if len(shape) > 3:
-        coords = _with_time(coords, header, shape[3])
+    if times is not None:
+        coords = _with_time(coords, times, shape[3])
     dataset = xr.Dataset({var_name: variable}, coords=coords)
     dataset.set_close(array.close)
     return dataset
 
 
-def _with_time(coords: xr.Coordinates, header: Any, ntime: int) -> xr.Coordinates:
+def _with_time(coords: xr.Coordinates, times: np.ndarray, ntime: int) -> xr.Coordinates:
     """Add the ``time`` coordinate; lazy (a ``RangeIndex``) for very long time axes.
 
     Memory at open time must not grow with header dims: a header claiming
     10⁹ volumes (possible for a small, highly compressed file) would otherwise
-    allocate 8 GB for its time stamps.
+    allocate 8 GB for its time stamps, so only the first two are computed then.
     """
     attrs = {"units": "s", "long_name": "acquisition time"}
     if ntime <= _EAGER_TIME_MAX:
-        times = time_values(header, ntime)
-        if times is None:
-            return coords
         return coords.assign(time=xr.Variable("time", times, attrs=attrs))
-    first = time_values(header, 2)
-    if first is None:
-        return coords
-    start, step = float(first[0]), float(first[1] - first[0])
+    start, step = float(times[0]), float(times[1] - times[0])
     index = RangeIndex.linspace(
         start, start + ntime * step, ntime, endpoint=False, dim="time", coord_name="time"
     )
@@ -204,6 +248,7 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         "var_name",
         "storage_options",
         "sidecar",
+        *_IGNORED_CF_OPTIONS,
     )
 
     def open_dataset(
@@ -215,6 +260,11 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         var_name: str = "data",
         storage_options: dict[str, Any] | None = None,
         sidecar: bool = True,
+        decode_times: Any = None,
+        decode_timedelta: Any = None,
+        use_cftime: Any = None,
+        concat_characters: Any = None,
+        decode_coords: Any = None,
     ) -> xr.Dataset:
         """Open a NIfTI/Analyze image lazily.
 
@@ -237,18 +287,15 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
             (``sub-01_bold.json`` beside ``sub-01_bold.nii.gz``) to the data
             variable's attrs; a RepetitionTime that disagrees with the
             header's TR gives a ``BidsSidecarWarning`` naming both.
+        decode_times, decode_timedelta, use_cftime, concat_characters, decode_coords
+            Accepted and ignored, so that code written for netCDF files runs
+            unchanged: NIfTI stores no CF-encoded times, timedeltas, strings or
+            ``coordinates`` attributes (``time`` is always float seconds).
+            ``decode_cf=False`` turns ``mask_and_scale`` off, as for netCDF.
         """
+        var_name = _check_var_name(var_name)
         source = open_source(filename_or_obj, storage_options)
-        try:
-            dataset = dataset_from_source(source, mask_and_scale=mask_and_scale, var_name=var_name)
-        except NiftiFormatError:
-            raise
-        except _HEADER_ERRORS as err:
-            # A header field nibabel parses but cannot interpret (e.g. an unknown
-            # xyzt_units code): name the file rather than let a bare error escape.
-            raise NiftiFormatError(
-                f"{source.name}: invalid header field value ({type(err).__name__}: {err})"
-            ) from err
+        dataset = dataset_from_source(source, mask_and_scale=mask_and_scale, var_name=var_name)
         if sidecar and isinstance(filename_or_obj, str | os.PathLike):
             attrs = dataset[var_name].attrs
             attrs.update(sidecar_attrs(source.name, attrs, storage_options=storage_options))
