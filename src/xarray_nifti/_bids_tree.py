@@ -150,10 +150,20 @@ def bids_groups(
 
     remote = is_url(listing.root)
     images = sorted(listing.images, key=lambda i: i.tree_path)
+    # Only JSON files in the folders from an image's dataset root down to it can apply.
+    json_by_folder: dict[str, list[str]] = {}
+    for names in listing.json_files.values():
+        for name in names:
+            json_by_folder.setdefault(name.rpartition("/")[0], []).append(name)
+
+    def candidates(image: BidsFile) -> list[str]:
+        folders = [image.dataset_root]
+        for part in image.path[len(image.dataset_root) + 1 :].split("/")[:-1]:
+            folders.append(f"{folders[-1]}/{part}")
+        return [name for folder in folders for name in json_by_folder.get(folder, [])]
+
     sidecars = {
-        image.path: applicable_sidecars(
-            image.path, listing.json_files.get(image.dataset_root, []), image.dataset_root
-        )
+        image.path: applicable_sidecars(image.path, candidates(image), image.dataset_root)
         if sidecar
         else []
         for image in images
