@@ -15,14 +15,17 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import xarray_nifti  # noqa: F401  (registers the accessor)
+import xarray_nifti
 from xarray_nifti._bids import (
     BidsSidecarWarning,
+    applicable_sidecars,
     check_repetition_time,
     read_sidecar,
     sidecar_attrs,
+    sidecar_files,
     sidecar_path,
 )
+from xarray_nifti._bids_names import ENTITIES, parse_name
 
 BOLD_SIDECAR: dict[str, Any] = {
     "RepetitionTime": 2.0,
@@ -324,3 +327,137 @@ def test_header_attrs_win_over_sidecar_fields(tmp_path: Path) -> None:
     )
     header_attrs = {"descrip": "from header", "repetition_time": 2.0}
     assert sidecar_attrs(image, header_attrs) == {"TaskName": "rest"}
+
+
+def test_bids_sidecar_warning_is_exported() -> None:
+    assert xarray_nifti.BidsSidecarWarning is BidsSidecarWarning
+    assert "BidsSidecarWarning" in xarray_nifti.__all__
+
+
+# -- BIDS names -----------------------------------------------------------------------------
+
+LABELS = st.text(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=6
+)
+KEYS = st.sampled_from(sorted(set(ENTITIES.values())))
+
+
+@HYPOTHESIS
+@given(
+    entities=st.dictionaries(KEYS, LABELS, max_size=6),
+    suffix=LABELS,
+    extension=st.sampled_from([".nii", ".nii.gz", ".json", ".hdr", ".tsv"]),
+)
+def test_parse_name_reads_back_what_was_joined(
+    entities: dict[str, str], suffix: str, extension: str
+) -> None:
+    name = "_".join([*(f"{k}-{v}" for k, v in entities.items()), suffix]) + extension
+    parsed = parse_name(name)
+    assert parsed is not None
+    assert parsed.entities == entities
+    assert parsed.suffix == suffix
+    assert parsed.extension == extension
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sub-01_T1w_final.nii",
+        "sub-01-02_T1w.nii",
+        "sub_01_T1w.nii",
+        "sub-01_sub-02_bold.nii",
+        "bold final.nii.gz",
+        "sub-01_.nii",
+    ],
+)
+def test_names_that_break_bids_are_not_parsed(name: str) -> None:
+    assert parse_name(name) is None
+
+
+# -- inheritance ----------------------------------------------------------------------------
+
+FOLDERS = ["/ds", "/ds/sub-01", "/ds/sub-01/ses-1", "/ds/sub-01/ses-1/func"]
+IMAGE_ENTITIES = {"sub": "01", "ses": "1", "task": "rest", "run": "1"}
+
+
+@HYPOTHESIS
+@given(
+    sidecars=st.lists(
+        st.tuples(
+            st.integers(0, 3),  # folder depth
+            st.dictionaries(
+                st.sampled_from(["sub", "ses", "task", "run", "acq"]),
+                st.sampled_from(["01", "1", "2", "rest", "nback"]),
+                max_size=4,
+            ),
+            st.sampled_from(["bold", "T1w"]),
+        ),
+        max_size=8,
+        unique_by=lambda t: (t[0], tuple(sorted(t[1].items())), t[2]),
+    )
+)
+def test_applicable_sidecars_follow_the_inheritance_principle(
+    sidecars: list[tuple[int, dict[str, str], str]],
+) -> None:
+    image = FOLDERS[3] + "/sub-01_ses-1_task-rest_run-1_bold.nii.gz"
+    named = {}
+    for depth, entities, suffix in sidecars:
+        name = "_".join([*(f"{k}-{v}" for k, v in entities.items()), suffix]) + ".json"
+        named[f"{FOLDERS[depth]}/{name}"] = (depth, entities, suffix)
+    found = applicable_sidecars(image, list(named), "/ds")
+    applies = {
+        path
+        for path, (_, entities, suffix) in named.items()
+        if suffix == "bold" and all(IMAGE_ENTITIES.get(k) == v for k, v in entities.items())
+    }
+    assert set(found) == applies
+    order = [(named[p][0], len(named[p][1])) for p in found]
+    assert order == sorted(order)  # farthest (then least specific) first
+
+
+def test_sidecars_outside_the_dataset_or_other_folders_do_not_apply() -> None:
+    image = "/ds/sub-01/func/sub-01_task-rest_bold.nii.gz"
+    candidates = [
+        "/task-rest_bold.json",  # above the root
+        "/ds/sub-02/sub-02_task-rest_bold.json",  # another subject's folder
+        "/ds/sub-01/anat/task-rest_bold.json",  # a sibling folder
+        "/ds/sub-01/func/sub-01_task-rest_bold.json",
+    ]
+    assert applicable_sidecars(image, candidates, "/ds") == [candidates[-1]]
+
+
+def _bids_dataset(root: Path) -> Path:
+    write_json(root / "dataset_description.json", {"Name": "x", "BIDSVersion": "1.9.0"})
+    write_json(
+        root / "task-rest_bold.json", {"RepetitionTime": 2.0, "EchoTime": 0.03, "TaskName": "rest"}
+    )
+    write_json(root / "sub-01" / "sub-01_task-rest_bold.json", {"EchoTime": 0.031})
+    folder = root / "sub-01" / "ses-1" / "func"
+    folder.mkdir(parents=True)
+    write_json(root / "sub-01" / "ses-1" / "sub-01_ses-1_bold.json", {"FlipAngle": 80})
+    write_json(folder / "sub-01_ses-1_task-rest_bold.json", {"FlipAngle": 90})
+    return write_bold(folder, "sub-01_ses-1_task-rest_bold.nii.gz")
+
+
+def test_open_dataset_merges_inherited_sidecars_nearest_first(tmp_path: Path) -> None:
+    (tmp_path / "sub-01").mkdir()
+    image = _bids_dataset(tmp_path)
+    attrs = xr.open_dataset(image, engine="nifti").data.attrs
+    assert attrs["RepetitionTime"] == 2.0  # dataset level
+    assert attrs["TaskName"] == "rest"
+    assert attrs["EchoTime"] == 0.031  # subject level overrides the dataset level
+    assert attrs["FlipAngle"] == 90  # file level overrides the session level
+    assert [Path(p).name for p in sidecar_files(image)] == [
+        "task-rest_bold.json",
+        "sub-01_task-rest_bold.json",
+        "sub-01_ses-1_bold.json",
+        "sub-01_ses-1_task-rest_bold.json",
+    ]
+
+
+def test_without_dataset_description_only_the_same_stem_applies(tmp_path: Path) -> None:
+    (tmp_path / "sub-01").mkdir()
+    image = _bids_dataset(tmp_path)
+    (tmp_path / "dataset_description.json").unlink()
+    assert sidecar_files(image) == [str(image.with_suffix("").with_suffix(".json"))]
+    assert "TaskName" not in xr.open_dataset(image, engine="nifti").data.attrs
