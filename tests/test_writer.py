@@ -977,3 +977,228 @@ def test_any_chunking_is_exact(
         ds.nifti.to_nifti(tmp_path / f"out{suffix}")
     assert_same(source, tmp_path / f"out{suffix}")
     assert no_temp_files(tmp_path)
+
+
+# -- edited data is never stored with a stale scaling --------------------------------------------
+
+
+@pytest.fixture
+def scaled_bold(tmp_path: Path) -> Path:
+    """int16 with scl_slope 0.25 (values up to 8191.75), as many scanners write them."""
+    rng = np.random.default_rng(3)
+    raw = rng.integers(-2000, 32767, (8, 7, 6, 5)).astype(np.int16)
+    img = nib.Nifti1Image(raw, oblique_affine(3))
+    img.header.set_slope_inter(0.25, 0.0)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = 2.0
+    nib.save(img, tmp_path / "scaled_bold.nii.gz")
+    return tmp_path / "scaled_bold.nii.gz"
+
+
+def _in_place_scale(data: xr.DataArray) -> xr.DataArray:
+    data *= 100
+    return data
+
+
+def _in_place_zscore(data: xr.DataArray) -> xr.DataArray:
+    mean, std = data.mean("time"), data.std("time")
+    data -= mean
+    data /= std
+    return data
+
+
+def _assign_values(data: xr.DataArray) -> xr.DataArray:
+    data = data.load()
+    data.values[...] = np.sqrt(np.abs(data.values))
+    return data
+
+
+def _copy_with_data(data: xr.DataArray) -> xr.DataArray:
+    return data.copy(data=np.asarray(data.values) / 3.0)
+
+
+EDITS = {
+    "imul": _in_place_scale,
+    "zscore": _in_place_zscore,
+    "values": _assign_values,
+    "copy_data": _copy_with_data,
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+@pytest.mark.parametrize("chunks", [None, {}, "auto"])
+def test_edited_scaled_data_is_saved_as_it_is_in_memory(
+    scaled_bold: Path, edit: str, chunks: object, tmp_path: Path
+) -> None:
+    with open_nifti(scaled_bold, chunks=chunks) as ds:
+        data = ds.data.copy()
+        edited = EDITS[edit](data)
+        assert edited.encoding.get("scale_factor") == 0.25  # the stale encoding is still there
+        expected = edited.values
+        edited.nifti.to_nifti(tmp_path / "edited.nii")
+    out = nib.load(tmp_path / "edited.nii")
+    assert out.get_data_dtype() == np.float32
+    assert np.allclose(out.get_fdata(), expected, rtol=1e-6, atol=0, equal_nan=True)
+
+
+def test_unchanged_scaled_data_keeps_its_encoding_bit_for_bit(
+    scaled_bold: Path, tmp_path: Path
+) -> None:
+    for chunks in (None, {}):
+        with open_nifti(scaled_bold, chunks=chunks) as ds:
+            ds.nifti.to_nifti(tmp_path / "same.nii.gz")
+            ds.data.load().nifti.to_nifti(tmp_path / "loaded.nii")
+        assert_same(scaled_bold, tmp_path / "same.nii.gz")
+        assert_same(scaled_bold, tmp_path / "loaded.nii")
+
+
+def test_unchanged_lazy_data_is_read_once(
+    scaled_bold: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keeping the source's scaling for unchanged lazy data needs no pass over the values."""
+    from xarray_nifti import _scaling
+
+    def no_scan(*args: object) -> None:
+        raise AssertionError("the data was scanned before writing")
+
+    monkeypatch.setattr(_scaling, "scan_blocks", no_scan)
+    for chunks in (None, {}):
+        with open_nifti(scaled_bold, chunks=chunks) as ds:
+            ds.isel(time=slice(1, 4)).nifti.to_canonical().nifti.to_nifti(tmp_path / "once.nii")
+        assert nib.load(tmp_path / "once.nii").get_data_dtype() == np.int16
+
+
+# -- time axis --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "select",
+    [lambda ds: ds.isel(time=[2, 0, 4]), lambda ds: ds.isel(time=[0, 1, 3, 4])],
+    ids=["reordered", "scrubbed"],
+)
+def test_uneven_time_axis_warns_and_zooms_agree(
+    scaled_bold: Path, select: object, tmp_path: Path
+) -> None:
+    from xarray_nifti import NiftiTimeAxisWarning
+
+    with open_nifti(scaled_bold) as ds:
+        selected = select(ds)  # type: ignore[operator]
+        with pytest.warns(NiftiTimeAxisWarning, match="not evenly spaced"):
+            selected.nifti.to_nifti(tmp_path / "uneven.nii")
+        zooms = selected.nifti.zooms
+    written = nib.load(tmp_path / "uneven.nii").header.get_zooms()
+    assert written[3] == 2.0  # the acquisition TR, not the first gap
+    assert zooms[3] == written[3]
+
+
+def test_even_time_selection_does_not_warn(scaled_bold: Path, tmp_path: Path) -> None:
+    import warnings
+
+    with open_nifti(scaled_bold) as ds, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        every_other = ds.isel(time=slice(1, None, 2))
+        every_other.nifti.to_nifti(tmp_path / "even.nii")
+        assert every_other.nifti.zooms[3] == 4.0
+    assert nib.load(tmp_path / "even.nii").header.get_zooms()[3] == 4.0
+
+
+# -- empty selections -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunks", [None, {}])
+def test_empty_selection_is_refused_before_writing(
+    functional: xr.Dataset, chunks: object, tmp_path: Path
+) -> None:
+    data = functional.data if chunks is None else functional.data.chunk()
+    empty = data.isel(k=slice(-2, 1, -3)) if data.sizes["k"] == 3 else data.isel(k=slice(0, 0))
+    assert empty.sizes["k"] == 0
+    target = tmp_path / "empty.nii.gz"
+    with pytest.raises(ValueError, match="dim 'k' has size 0"):
+        empty.nifti.to_nifti(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_selection_of_three_slices(tmp_path: Path, make_image) -> None:
+    path = make_image(np.ones((4, 4, 3), dtype=np.float32))
+    with open_nifti(path) as ds:
+        empty = ds.isel(k=slice(-2, 1, -3))
+        assert empty.sizes["k"] == 0
+        with pytest.raises(ValueError, match="dim 'k' has size 0"):
+            empty.nifti.to_nifti(tmp_path / "out.nii")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.nii"]
+
+
+# -- URLs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".img"])
+def test_memory_url_output(suffix: str, tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    url = f"memory://writer-test/sub/out{suffix}"
+    source = NIBABEL_DATA / "example4d.nii.gz"
+    with open_nifti(source, chunks={}) as ds:
+        assert ds.nifti.to_nifti(url) == url
+    for remote in writer.output_paths("/writer-test/sub/out" + suffix):
+        local = tmp_path / remote.rsplit("/", 1)[-1]
+        local.write_bytes(fs.cat_file(remote))
+    assert_same(source, tmp_path / f"out{suffix}")
+    fs.rm("/writer-test", recursive=True)
+
+
+def test_url_write_failure_leaves_no_object(tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    data = failing_dataset(2, RuntimeError("boom"))
+    with pytest.raises(RuntimeError, match="boom"):
+        data.nifti.to_nifti("memory://writer-fail/out.nii.gz")
+    assert not fs.exists("/writer-fail/out.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def moto_s3() -> object:
+    """A moto S3 server on 127.0.0.1 (as tests/test_remote.py starts it) with one bucket."""
+    pytest.importorskip("s3fs")
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket="written")
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"},
+    }
+    try:
+        yield options
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".hdr"])
+def test_s3_url_output_round_trips(moto_s3: dict[str, object], suffix: str) -> None:
+    source = NIBABEL_DATA / "example4d.nii.gz"
+    url = f"s3://written/sub-01/bold{suffix}"
+    with open_nifti(source, chunks={}) as ds:
+        ds.nifti.to_nifti(url, storage_options=moto_s3)
+    with (
+        xr.open_dataset(url, engine="nifti", storage_options=moto_s3) as back,
+        open_nifti(source) as original,
+    ):
+        assert back.data.dtype == original.data.dtype
+        assert np.array_equal(back.data.values, original.data.values)
+        assert np.allclose(back.nifti.affine, original.nifti.affine)
+
+
+def test_url_with_bad_suffix_is_refused_before_connecting(functional: xr.Dataset) -> None:
+    with pytest.raises(ValueError, match="unsupported suffix"):
+        functional.nifti.to_nifti("s3://nowhere/out.txt")

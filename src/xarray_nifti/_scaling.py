@@ -33,6 +33,7 @@ __all__ = ["Storage", "choose_storage", "encode_block", "scaling_for_range"]
 
 # dask layers that only read, select or rechunk: values as the file has them.
 _READING_LAYERS = ("original-", "open_dataset-", "getitem-", "rechunk-", "transpose-")
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 # Rounding error allowed, in stored units, when checking that values fit a scaling.
 _FIT_TOLERANCE = 1e-3
 
@@ -110,6 +111,14 @@ def _float32_up(value: float) -> float:
     return float(rounded)
 
 
+def _float32_down(value: float) -> float:
+    """The largest float32 not above ``value``."""
+    rounded = np.float32(value)
+    if float(rounded) > value:
+        rounded = np.nextafter(rounded, np.float32(-np.inf))
+    return float(rounded)
+
+
 def _in_range(low: float, high: float, info: np.iinfo[Any]) -> bool:
     return low >= int(info.min) and high <= int(info.max)
 
@@ -130,13 +139,17 @@ def scaling_for_range(low: float, high: float, dtype: np.dtype[Any]) -> tuple[fl
     info = np.iinfo(dtype)
     out_low, out_high = float(info.min), float(info.max)
     if high == low:
-        return 1.0, float(np.float32(low))
+        # One value: the float32 at or below it as intercept, the rest as one stored step.
+        below = _float32_down(low)
+        residual = low - below
+        return (_float32_up(max(residual, _FLOAT32_TINY)) if residual > 0 else 1.0), below
     margin = 0.0
     for _ in range(32):
         levels = out_high - out_low - 2 * margin
         if levels < 1:
             break
-        slope = _float32_up((high - low) / levels)
+        # Not below float32's smallest normal number: a header slope must be non-zero.
+        slope = _float32_up(max((high - low) / levels, _FLOAT32_TINY))
         inter = float(np.float32(low - (out_low + margin) * slope))
         stored_low = np.rint((low - inter) / slope)
         stored_high = np.rint((high - inter) / slope)
@@ -145,10 +158,11 @@ def scaling_for_range(low: float, high: float, dtype: np.dtype[Any]) -> tuple[fl
         if overshoot == 0:
             return slope, inter
         margin = 2 * margin + overshoot + 1
-    # The intercept cannot be held precisely enough: scale about zero instead.
-    largest = max(abs(low), abs(high))
-    limit = out_high if out_low == 0 else min(-out_low, out_high)
-    return _float32_up(largest / limit), 0.0
+    # float32 cannot place the intercept precisely enough for this range: use
+    # the float32 at or below ``low`` as intercept and the positive stored
+    # values only (at most half the resolution of a signed type).
+    below = _float32_down(low)
+    return _float32_up((high - below) / out_high), below
 
 
 def _fits_block(block: np.ndarray, slope: float, inter: float, dtype: np.dtype[Any]) -> bool:
