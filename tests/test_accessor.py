@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -102,3 +103,78 @@ def test_dataset_geometry_follows_the_image_not_a_1d_variable(bold: xr.Dataset) 
     mixed = xr.Dataset({"slice_times": ("k", np.arange(24.0)), "data": transposed.data})
     assert mixed.nifti.axcodes == transposed.data.nifti.axcodes
     np.testing.assert_allclose(mixed.nifti.affine, transposed.data.nifti.affine)
+
+
+# -- world space labels ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def nilearn_mask(nibabel_data: Path, tmp_path: Path) -> Path:
+    """A brain mask made on example4d's grid as sform_code 2, resampled by nilearn onto it."""
+    resample_to_img = pytest.importorskip("nilearn.image").resample_to_img
+    bold = nib.load(nibabel_data / "example4d.nii.gz")
+    volume = np.asanyarray(bold.dataobj)[..., 0]
+    mask = nib.Nifti1Image((volume > np.median(volume)).astype(np.uint8), bold.affine)
+    mask.set_sform(bold.affine, 2)
+    reference = nib.Nifti1Image(np.zeros(bold.shape[:3], np.float32), bold.affine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resampled = resample_to_img(
+            mask, reference, interpolation="nearest", force_resample=True, copy_header=True
+        )
+    assert int(resampled.header["sform_code"]) == 2
+    np.testing.assert_array_equal(resampled.affine, bold.affine)
+    path = tmp_path / "mask.nii.gz"
+    nib.save(resampled, path)
+    return path
+
+
+def test_space_only_difference_is_named_and_set_space_fixes_it(
+    bold: xr.Dataset, nilearn_mask: Path
+) -> None:
+    mask = xr.open_dataset(nilearn_mask, engine="nifti", chunks={})
+    assert (bold.nifti.space, mask.nifti.space) == ("scanner", "aligned")
+    for combine in (
+        lambda m: bold.data * m.data,
+        lambda m: xr.align(bold, m),
+        lambda m: xr.merge([bold, m.rename(data="mask")], join="outer"),
+    ):
+        with pytest.raises(ValueError, match="labelled as different world spaces") as info:
+            combine(mask)
+        assert "set_space('scanner')" in str(info.value)
+        assert "mask.nii.gz" in str(info.value)
+        combine(mask.nifti.set_space("scanner"))
+    relabelled = mask.nifti.set_space("scanner")
+    masked = bold.data * relabelled.data
+    expected = (
+        np.asanyarray(nib.load(bold.encoding["source"]).dataobj)
+        * np.asanyarray(nib.load(nilearn_mask).dataobj)[..., None]
+    )
+    np.testing.assert_array_equal(masked.values, expected)
+    np.testing.assert_array_equal(relabelled.nifti.affine, mask.nifti.affine)
+    assert int(relabelled.data.nifti.header["sform_code"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("space", "code"),
+    [("scanner", 1), ("aligned", 2), ("talairach", 3), ("mni", 4), ("template", 5), ("MNI", 4)],
+)
+def test_set_space_on_dataset_and_dataarray(bold: xr.Dataset, space: str, code: int) -> None:
+    for obj in (bold, bold.data):
+        out = obj.nifti.set_space(space)
+        assert type(out) is type(obj)
+        assert out.nifti.space == space.lower()
+        # example4d's sform and qform both hold the affine: both are relabelled
+        assert (out.nifti.geometry.sform_code, out.nifti.geometry.qform_code) == (code, code)
+        assert out.nifti.geometry.same_voxels(obj.nifti.geometry)
+        assert obj.nifti.space == "scanner"  # the input is unchanged
+
+
+def test_set_space_unknown_and_bad_names(bold: xr.Dataset) -> None:
+    unknown = bold.nifti.set_space("unknown")
+    assert unknown.nifti.space == "unknown"
+    np.testing.assert_array_equal(unknown.nifti.affine, bold.nifti.affine)
+    with pytest.raises(ValueError, match=r"unknown world space 'MNI152'.*'mni'"):
+        bold.nifti.set_space("MNI152")
+    with pytest.raises(TypeError, match="world space is named by a string"):
+        bold.nifti.set_space(4)  # type: ignore[arg-type]

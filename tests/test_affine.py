@@ -26,6 +26,7 @@ from xarray_nifti.affine import (
     check_affine,
     grid_transform,
     orientation_plan,
+    space_code,
     space_name,
     voxel_sizes,
 )
@@ -281,3 +282,22 @@ def test_orientation_plan_degenerate_affine() -> None:
 def test_orientation_plan_is_case_insensitive() -> None:
     a = np.diag([-1.0, 1, 1, 1])
     assert orientation_plan(a, "lps", (3, 4, 5))[:2] == orientation_plan(a, "LPS", (3, 4, 5))[:2]
+
+
+@pytest.mark.parametrize("code", list(XFORM_CODES))
+def test_space_code_inverts_space_name(code: int) -> None:
+    assert space_code(space_name(code)) == code
+    assert space_code(f" {space_name(code).upper()} ") == code
+
+
+def test_space_code_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="'scanner', 'aligned'"):
+        space_code("ras")
+    with pytest.raises(TypeError, match="named by a string"):
+        space_code(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("target", [None, 3, ("R", "A", None), ("RA", "S")])
+def test_orientation_plan_non_letters_are_type_errors(target: object) -> None:
+    with pytest.raises(TypeError, match="axis codes must be"):
+        orientation_plan(np.eye(4), target, (2, 2, 2))  # type: ignore[arg-type]

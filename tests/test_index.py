@@ -414,7 +414,21 @@ COMBINE: dict[str, Callable[[xr.Dataset, xr.Dataset], Any]] = {
 
 
 @pytest.mark.parametrize("op", list(COMBINE))
-@pytest.mark.parametrize("which", ["smaller", "shifted", "other space", "flipped"])
+def test_grid_guard_says_when_only_the_space_differs(a: xr.Dataset, op: str) -> None:
+    b = other_grids(a)["other space"]
+    with pytest.raises(ValueError, match="labelled as different world spaces") as info:
+        COMBINE[op](a, b)
+    message = str(info.value)
+    assert "identical (same shape and affine)" in message
+    assert "space 'mni' (sform_code 4, qform_code 1)" in message
+    assert "space 'aligned' (sform_code 2, qform_code 1)" in message
+    assert "set_space('mni')" in message
+    assert "resample" not in message.replace("resample_to_img", "")
+    COMBINE[op](a, b.nifti.set_space("mni"))  # relabelled, they combine
+
+
+@pytest.mark.parametrize("op", list(COMBINE))
+@pytest.mark.parametrize("which", ["smaller", "shifted", "flipped"])
 def test_grid_guard_rejects_different_grids(a: xr.Dataset, op: str, which: str) -> None:
     b = other_grids(a)[which]
     with pytest.raises(ValueError, match="different voxel grids") as info:
@@ -846,3 +860,126 @@ def test_single_voxel_world_coordinates_compute_to_scalars(chunks: Any) -> None:
     point = ds.data.sel(x=expected[0], y=expected[1], z=expected[2], method="nearest").compute()
     np.testing.assert_array_equal(point.values, ds.data.values[64, 48, 12])
     assert ds.data.x[64, 48, 12].values.shape == ()
+
+
+# -- operations over non-spatial dims: the grid is kept, or restored ----------------------------
+
+
+def _time_weights(d: xr.Dataset | xr.DataArray) -> xr.DataArray:
+    return xr.DataArray(
+        np.linspace(0.5, 1.0, d.sizes["time"]), dims="time", coords={"time": d.time}
+    )
+
+
+def _parity(d: xr.Dataset | xr.DataArray) -> xr.DataArray:
+    return xr.DataArray(
+        np.arange(d.sizes["time"]) % 2, dims="time", coords={"time": d.time}, name="parity"
+    )
+
+
+def _seconds(d: Any) -> Any:
+    return d.assign_coords(time=(d.time.values * 1e9).astype("timedelta64[ns]"))
+
+
+def _map_blocks_with_restore(d: Any) -> Any:
+    plain = d.drop_vars(["x", "y", "z"])
+    return xr.map_blocks(lambda b: b * 2, plain).nifti.restore_grid(like=d)
+
+
+#: operation -> "keep" (the result has the grid), "restore" (dropped, then
+#: ``.nifti.restore_grid()`` gets it back) or "restore like" (only
+#: ``.nifti.restore_grid(like=original)`` can). docs/concepts/coordinates.md has this table.
+NON_SPATIAL_OPS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "coarsen time": (lambda d: d.coarsen(time=4).mean(), "restore"),
+    "rolling time": (lambda d: d.rolling(time=3).mean(), "keep"),
+    "rolling construct": (lambda d: d.rolling(time=3).construct("window").mean("window"), "keep"),
+    "resample time": (lambda d: _seconds(d).resample(time="4s").mean(), "keep"),
+    "groupby": (lambda d: d.groupby(_parity(d)).mean(), "keep"),
+    "groupby map": (lambda d: d.groupby(_parity(d)).map(lambda g: g - g.mean("time")), "keep"),
+    "groupby_bins time": (lambda d: d.groupby_bins("time", 2).mean(), "keep"),
+    "weighted mean": (lambda d: d.weighted(_time_weights(d)).mean("time"), "keep"),
+    "cumsum": (lambda d: d.cumsum("time"), "keep"),
+    "cumulative": (lambda d: d.cumulative("time").sum(), "keep"),
+    "map_blocks (x, y, z dropped first)": (_map_blocks_with_restore, "keep"),
+    "apply_ufunc": (lambda d: xr.apply_ufunc(np.abs, d, dask="allowed"), "keep"),
+    "apply_ufunc core time": (
+        lambda d: xr.apply_ufunc(
+            lambda a: a.mean(-1), d, input_core_dims=[["time"]], dask="allowed"
+        ),
+        "keep",
+    ),
+    "where": (lambda d: d.where(d > 3), "keep"),
+    "fillna": (lambda d: d.fillna(0), "keep"),
+    "interp time": (lambda d: d.interp(time=[1.0, 3.0]), "keep"),
+    "concat time": (
+        lambda d: xr.concat([d.isel(time=slice(0, 4)), d.isel(time=slice(4, None))], "time"),
+        "keep",
+    ),
+    "pad time": (lambda d: d.pad(time=(1, 1)), "keep"),
+    "diff time": (lambda d: d.diff("time"), "keep"),
+    "shift time": (lambda d: d.shift(time=1), "keep"),
+    "quantile time": (lambda d: d.quantile(0.5, "time"), "keep"),
+    "polyfit time": (lambda d: d.polyfit("time", 1), "restore like"),
+}
+
+
+@pytest.fixture(params=["numpy", "dask"])
+def bold(request: pytest.FixtureRequest) -> xr.Dataset:
+    chunks = None if request.param == "numpy" else 2
+    return grid_dataset(oblique_affine(2), (3, 4, 5, 8), chunks=chunks, sform_code=2)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("kind", ["Dataset", "DataArray"])
+@pytest.mark.parametrize("name", list(NON_SPATIAL_OPS))
+def test_operations_over_time_keep_or_restore_the_grid(
+    bold: xr.Dataset, kind: str, name: str
+) -> None:
+    op, expected = NON_SPATIAL_OPS[name]
+    obj: Any = bold if kind == "Dataset" else bold.data
+    out = op(obj)
+    if expected == "keep":
+        assert has_grid(out)
+    else:
+        assert not has_grid(out)
+        with pytest.raises(ValueError, match="restore_grid") as info:
+            _ = out.nifti.affine
+        assert "over i/j/k" not in str(info.value)
+        out = (
+            out.nifti.restore_grid() if expected == "restore" else out.nifti.restore_grid(like=obj)
+        )
+    assert the_index(out).equals(the_index(bold))
+    assert the_index(out).geometry.sform_code == 2
+    np.testing.assert_allclose(out.nifti.affine, bold.nifti.affine)
+
+
+def test_restore_grid_is_lazy(big: xr.Dataset, counter: Counter) -> None:
+    coarse = big.coarsen(time=2, boundary="trim").mean()
+    counter.reset()
+    with dask.config.set(scheduler=raising_scheduler):
+        restored = coarse.nifti.restore_grid()
+        assert counter.values == 0
+        repr(restored)  # shows a few edge values, as for any opened file
+    assert counter.values <= 1000
+    assert restored.x.attrs == big.x.attrs
+
+
+def test_restore_grid_refuses_what_it_cannot_prove(a4: xr.Dataset) -> None:
+    loaded = a4.coarsen(time=3).mean().load()  # x, y, z are plain numbers now
+    with pytest.raises(ValueError, match="restore_grid\\(like=original\\)"):
+        loaded.nifti.restore_grid()
+    assert has_grid(loaded.nifti.restore_grid(like=a4))
+    with pytest.raises(ValueError, match="do not match"):
+        a4.isel(i=slice(1, None)).mean("time").nifti.restore_grid(like=a4)
+    assert a4.nifti.restore_grid() is a4
+
+
+def test_missing_grid_messages_name_the_cause(a4: xr.Dataset) -> None:
+    with pytest.raises(ValueError, match="restore_grid\\(\\)"):
+        _ = a4.coarsen(time=3).mean().nifti.affine
+    with pytest.raises(ValueError, match="decode"):
+        _ = a4.nifti.encode().nifti.affine
+    with pytest.raises(ValueError, match="over i/j/k"):
+        _ = a4.mean("k").nifti.affine
+    with pytest.raises(ValueError, match="open_dataset"):
+        _ = xr.DataArray(np.zeros(3), dims="i").nifti.affine

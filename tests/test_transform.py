@@ -283,3 +283,27 @@ def test_pickle_roundtrip() -> None:
     assert back.equals(t)
     assert back.axis_dims == t.axis_dims
     np.testing.assert_array_equal(back.geometry.qform, t.geometry.qform)  # type: ignore[arg-type]
+
+
+# -- world space labels ------------------------------------------------------------------------
+
+
+def test_in_space_relabels_the_forms_that_hold_the_affine() -> None:
+    affine = oblique_affine(3)
+    scanner = affine + 5.0  # a qform in another space maps elsewhere
+    g = NiftiGeometry(affine, (2, 3, 4), sform=affine, qform=scanner, sform_code=2, qform_code=1)
+    mni = g.in_space(4)
+    assert (mni.sform_code, mni.qform_code, mni.space) == (4, 1, "mni")
+    np.testing.assert_array_equal(mni.affine, g.affine)
+    assert mni.same_voxels(g)
+    assert not mni.same_grid(g)
+    both = NiftiGeometry(affine, (2, 3, 4), sform=affine, qform=affine, sform_code=2, qform_code=2)
+    assert (both.in_space(1).sform_code, both.in_space(1).qform_code) == (1, 1)
+    assert (both.in_space(0).code, both.in_space(0).space) == (0, "unknown")
+
+
+def test_in_space_labels_an_unlabelled_grid_through_its_sform() -> None:
+    g = NiftiGeometry(np.diag([2.0, 2, 2, 1]), (2, 2, 2))
+    talairach = g.in_space(3)
+    assert (talairach.sform_code, talairach.qform_code, talairach.space) == (3, 0, "talairach")
+    np.testing.assert_array_equal(talairach.sform, g.affine)  # type: ignore[arg-type]

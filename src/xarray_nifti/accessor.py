@@ -12,7 +12,7 @@ from . import affine as affine_maths
 from ._metadata import time_step
 from ._nifti_plan import time_seconds
 from .epi_mask import compute_mask as compute_epi_mask
-from .grid import current_affine, find_index, select_variable
+from .grid import current_affine, find_index, restore_grid, select_variable, set_space
 from .index import VoxelAffineIndex
 from .interchange import decode, encode, to_nibabel
 from .masking import mask as mask_voxels
@@ -154,6 +154,45 @@ class _NiftiAccessor(Generic[T_Xarray]):
     def to_canonical(self) -> T_Xarray:
         """Lazy closest RAS+ reorientation, as :func:`nibabel.as_closest_canonical`."""
         return self.reorient("RAS")
+
+    def set_space(self, space: str) -> T_Xarray:
+        """The same object with its grid labelled as another world space (no resampling).
+
+        ``space`` is ``"scanner"``, ``"aligned"``, ``"talairach"``, ``"mni"``,
+        ``"template"`` or ``"unknown"``; the sform/qform codes that label the
+        grid's affine change, the affine does not. Use it when two images are
+        on the same grid but their headers name different spaces (nilearn's
+        ``resample_to_img`` keeps the source's sform_code, for one).
+
+        Examples
+        --------
+        >>> import os, xarray as xr
+        >>> from nibabel.testing import data_path
+        >>> path = os.path.join(data_path, "example4d.nii.gz")
+        >>> ds = xr.open_dataset(path, engine="nifti")
+        >>> ds.nifti.set_space("aligned").nifti.space
+        'aligned'
+        """
+        return set_space(self._obj, space)
+
+    def restore_grid(self, like: xr.Dataset | xr.DataArray | None = None) -> T_Xarray:
+        """Re-attach the NIfTI grid that an xarray operation dropped (nothing is computed).
+
+        Without ``like``, the grid is rebuilt from the lazy ``x, y, z`` that
+        operations such as ``coarsen`` keep while dropping their index. With
+        ``like`` (the object it came from), that object's grid is copied; the
+        spatial dims must match. See the table in the coordinates guide.
+
+        Examples
+        --------
+        >>> import os, xarray as xr
+        >>> from nibabel.testing import data_path
+        >>> path = os.path.join(data_path, "example4d.nii.gz")
+        >>> bold = xr.open_dataset(path, engine="nifti")
+        >>> bold.coarsen(time=2).mean().nifti.restore_grid().nifti.axcodes
+        ('L', 'A', 'S')
+        """
+        return restore_grid(self._obj, like)
 
     def resample_to(
         self,

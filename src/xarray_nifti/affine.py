@@ -31,6 +31,7 @@ __all__ = [
     "grid_transform",
     "inverse_affine",
     "orientation_plan",
+    "space_code",
     "space_name",
     "voxel_sizes",
 ]
@@ -60,6 +61,28 @@ def space_name(code: int) -> str:
     'unknown'
     """
     return XFORM_CODES.get(int(code), "unknown")
+
+
+def space_code(space: str) -> int:
+    """NIfTI xform code of a world space name (the inverse of :func:`space_name`).
+
+    Examples
+    --------
+    >>> space_code("MNI")
+    4
+    """
+    if not isinstance(space, str):
+        raise TypeError(
+            f"a world space is named by a string, one of {list(XFORM_CODES.values())}; "
+            f"got {type(space).__name__} {space!r}"
+        )
+    codes = {name: code for code, name in XFORM_CODES.items()}
+    try:
+        return codes[space.strip().lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown world space {space!r}: use one of {list(XFORM_CODES.values())}"
+        ) from None
 
 
 def check_affine(affine: npt.ArrayLike) -> FloatArray:

@@ -8,13 +8,29 @@ nothing here imports it.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import TypeVar
 
 import numpy as np
 import xarray as xr
 
-from .index import VoxelAffineIndex
+from .affine import space_code
+from .index import VoxelAffineIndex, WorldCoordinateArray
+from .transform import SPATIAL_DIMS, WORLD_COORDS, VoxelAffineTransform
 
-__all__ = ["axis_order", "current_affine", "find_index", "select_variable"]
+__all__ = [
+    "axis_order",
+    "current_affine",
+    "find_index",
+    "restore_grid",
+    "select_variable",
+    "set_space",
+    "with_index",
+]
+
+T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
+
+#: The attribute that ``.nifti.encode()`` stores the affine in.
+ENCODED_GRID_ATTR = "nifti_affine"
 
 
 def find_index(obj: xr.Dataset | xr.DataArray) -> VoxelAffineIndex:
@@ -23,10 +39,40 @@ def find_index(obj: xr.Dataset | xr.DataArray) -> VoxelAffineIndex:
         if isinstance(index, VoxelAffineIndex):
             return index
     raise ValueError(
-        "this object has no NIfTI voxel grid (no VoxelAffineIndex on x, y, z). Open files "
-        "with xr.open_dataset(..., engine='nifti'); note that fancy (array) indexing and "
-        "reductions over i/j/k drop the grid. Use `.nifti.decode()` after reading a Zarr or "
-        "NetCDF copy made with `.nifti.encode()`."
+        f"this object has no NIfTI voxel grid (no VoxelAffineIndex on x, y, z): {_why_no_grid(obj)}"
+    )
+
+
+def _why_no_grid(obj: xr.Dataset | xr.DataArray) -> str:
+    """The likely reason an object has no grid, and how to get it back."""
+    if _lazy_world_transform(obj) is not None:
+        return (
+            "it still has the grid's lazy x, y, z coordinates, but an xarray operation "
+            "rebuilt its coordinates without their index (coarsen does). Call "
+            "`.nifti.restore_grid()` to re-attach it; nothing is computed."
+        )
+    holders = [obj] if isinstance(obj, xr.DataArray) else [obj, *obj.data_vars.values()]
+    if any(ENCODED_GRID_ATTR in holder.attrs for holder in holders):
+        return "it holds an encoded grid (from `.nifti.encode()`): call `.nifti.decode()`."
+    if set(WORLD_COORDS) <= set(obj.coords):
+        return (
+            "x, y, z are plain coordinates here: fancy (array) indexing, such as "
+            "isel(i=[0, 5, 7]), leaves voxels that no longer form a regular grid, so the "
+            "index is dropped (x, y, z keep the right world positions); select with "
+            "integers and slices to keep the grid."
+        )
+    if set(SPATIAL_DIMS) <= set(obj.dims):
+        return (
+            "its spatial dims i, j, k are intact but x, y, z and their index are gone "
+            "(xarray's polyfit and the map_blocks workaround drop them, and so do drop_vars "
+            "and writing NetCDF/Zarr without `.nifti.encode()`). Copy the grid of the object "
+            "it came from with `.nifti.restore_grid(like=original)` (nothing is computed); "
+            "an array that never had one comes from xr.open_dataset(..., engine='nifti')."
+        )
+    return (
+        "open files with xr.open_dataset(..., engine='nifti'). Fancy (array) indexing and "
+        "reductions over i/j/k remove the grid for good, as the result is no longer a "
+        "regular voxel grid."
     )
 
 
@@ -74,3 +120,118 @@ def select_variable(obj: xr.Dataset | xr.DataArray, var: str | None) -> xr.DataA
             f"the dataset has {len(names)} data variables {names}; choose one with var=..."
         )
     return obj[names[0]]
+
+
+def _lazy_world_transform(obj: xr.Dataset | xr.DataArray) -> VoxelAffineTransform | None:
+    """The grid behind ``obj``'s lazy world coordinates, if they survived without their index.
+
+    Only coordinates that are still the grid's own lazy arrays, on the grid's
+    dims with the grid's sizes, qualify: anything sliced, renamed or loaded
+    since may no longer match the data.
+    """
+    found: VoxelAffineTransform | None = None
+    for name, coord in obj.coords.items():
+        data = coord.variable._data
+        if not isinstance(data, WorldCoordinateArray) or name in obj.xindexes:
+            continue
+        transform = data._transform
+        if not isinstance(transform, VoxelAffineTransform):
+            continue
+        if found is None:
+            found = transform
+        elif not found.equals(transform):
+            return None
+    if found is None:
+        return None
+    for name in found.coord_names:
+        if name not in obj.coords:
+            return None
+        coord = obj.coords[name].variable
+        data = coord._data
+        if not isinstance(data, WorldCoordinateArray) or set(data._dims) != set(coord.dims):
+            return None
+        if set(coord.dims) != set(found.dims):
+            return None
+    if any(obj.sizes.get(dim) != size for dim, size in found.dim_size.items()):
+        return None
+    return found
+
+
+def with_index(obj: T_Xarray, index: VoxelAffineIndex) -> T_Xarray:
+    """``obj`` with ``index`` (and its lazy coordinates) as its grid, replacing any other.
+
+    Attributes of existing ``x, y, z`` coordinates are kept; nothing is computed.
+    """
+    names = [n for n in index.transform.coord_names if n in obj.coords]
+    attrs = {name: dict(obj.coords[name].attrs) for name in names}
+    out = obj.drop_vars(names).assign_coords(xr.Coordinates.from_xindex(index))
+    for name, kept in attrs.items():
+        if kept:
+            out.coords[name].attrs = kept
+    return out
+
+
+def restore_grid(obj: T_Xarray, like: xr.Dataset | xr.DataArray | None = None) -> T_Xarray:
+    """Re-attach a NIfTI grid that an xarray operation dropped (see ``.nifti.restore_grid``).
+
+    Without ``like``, the grid comes from the lazy ``x, y, z`` coordinates that
+    operations such as ``coarsen`` keep while dropping their index. With
+    ``like``, the grid of ``like`` is copied; its spatial dims must be in
+    ``obj`` with the same sizes. Nothing is computed.
+
+    Examples
+    --------
+    >>> import os, xarray as xr
+    >>> from nibabel.testing import data_path
+    >>> bold = xr.open_dataset(os.path.join(data_path, "example4d.nii.gz"), engine="nifti")
+    >>> coarse = bold.coarsen(time=2).mean()
+    >>> restore_grid(coarse).nifti.axcodes
+    ('L', 'A', 'S')
+    """
+    if like is None:
+        if any(isinstance(i, VoxelAffineIndex) for i in obj.xindexes.get_unique()):
+            return obj
+        transform = _lazy_world_transform(obj)
+        if transform is None:
+            raise ValueError(
+                "cannot restore the NIfTI grid: this object has no lazy x, y, z coordinates "
+                "of a grid on its dims (they were dropped, loaded or sliced). Copy the grid "
+                "of the object it came from with `.nifti.restore_grid(like=original)`."
+            )
+        return with_index(obj, VoxelAffineIndex(transform))
+    index = find_index(like)
+    t = index.transform
+    wrong = {
+        str(dim): (obj.sizes.get(dim), size)
+        for dim, size in t.dim_size.items()
+        if obj.sizes.get(dim) != size
+    }
+    if wrong:
+        details = ", ".join(
+            f"{d}: {have} here, {want} in like" for d, (have, want) in wrong.items()
+        )
+        raise ValueError(
+            f"cannot copy the grid of `like`: its spatial dims do not match this object's "
+            f"({details}). Only objects on the same voxel grid can share it; resample with "
+            "`.nifti.resample_to(like)` instead."
+        )
+    return with_index(obj, index)
+
+
+def set_space(obj: T_Xarray, space: str) -> T_Xarray:
+    """``obj`` with its grid labelled as world space ``space`` (see ``.nifti.set_space``).
+
+    Examples
+    --------
+    >>> import os, xarray as xr
+    >>> from nibabel.testing import data_path
+    >>> bold = xr.open_dataset(os.path.join(data_path, "example4d.nii.gz"), engine="nifti")
+    >>> set_space(bold, "mni").nifti.space
+    'mni'
+    """
+    code = space_code(space)
+    index = find_index(obj)
+    t = index.transform
+    geometry = t.geometry.in_space(code)
+    relabelled = VoxelAffineTransform(geometry, t.axis_dims, t.coord_names, t.source)
+    return with_index(obj, VoxelAffineIndex(relabelled))

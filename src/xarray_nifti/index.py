@@ -112,6 +112,14 @@ def _describe(geometry: NiftiGeometry, dims: Sequence[str | None], source: str |
     return f"{origin}shape ({named}), space {geometry.space}, affine\n{rows}"
 
 
+def _space_label(geometry: NiftiGeometry, source: str | None) -> str:
+    origin = f"{source}: " if source else ""
+    return (
+        f"{origin}space {geometry.space!r} (sform_code {geometry.sform_code}, "
+        f"qform_code {geometry.qform_code})"
+    )
+
+
 def grid_mismatch_message(
     left: NiftiGeometry,
     right: NiftiGeometry,
@@ -124,6 +132,16 @@ def grid_mismatch_message(
 
     ``left_source``/``right_source`` name the files the grids come from, if known.
     """
+    if left.same_voxels(right) and tuple(left_dims) == tuple(right_dims):
+        return (
+            "cannot combine images whose voxel grids are identical (same shape and affine) "
+            "but labelled as different world spaces:\n"
+            f"first:  {_space_label(left, left_source)}\n"
+            f"second: {_space_label(right, right_source)}\n"
+            "No resampling is needed. If both really are in the same space (nilearn's "
+            "resample_to_img, for one, keeps the source image's sform_code), relabel one of "
+            f"them, e.g. `second.nifti.set_space({left.space!r})`."
+        )
     return (
         "cannot combine images on different voxel grids:\n"
         f"first:  {_describe(left, left_dims, left_source)}\n"

@@ -26,7 +26,7 @@ from xarray.core.indexing import (
 )
 
 from .affine import orientation_plan
-from .grid import find_index
+from .grid import find_index, with_index
 from .index import VoxelAffineIndex
 from .transform import NiftiGeometry, VoxelAffineTransform
 
@@ -190,21 +190,10 @@ def _rename_with_grid(obj: T_Xarray, old: Sequence[str], new: Sequence[str]) -> 
     t = index.transform
     geometry = _grid_in_order(index, old)
     grid = VoxelAffineIndex(VoxelAffineTransform(geometry, new, t.coord_names, t.source))
-    coord_attrs = {name: dict(obj[name].attrs) for name in t.coord_names}
-    bare = obj.drop_vars(list(t.coord_names))
     # two steps, because reorientation may swap names
     temporary = {name: f"__reorient_{name}" for name in old}
     final = {f"__reorient_{a}": b for a, b in zip(old, new, strict=True)}
-    renamed = bare.rename(temporary).rename(final)
-    out = renamed.assign_coords(xr.Coordinates.from_xindex(grid))
-    for name, attrs in coord_attrs.items():
-        out[name].attrs = attrs
-    if isinstance(out, xr.DataArray):
-        return out
-    # A Dataset lists its dims in the order of its data, not of the renaming.
-    ordered = xr.Dataset(dict(out.data_vars.variables), coords=out.coords, attrs=out.attrs)
-    ordered.encoding = dict(out.encoding)
-    return ordered
+    return with_index(obj.rename(temporary).rename(final), grid)
 
 
 def reorient(obj: T_Xarray, axcodes: str | Sequence[str]) -> T_Xarray:

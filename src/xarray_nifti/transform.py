@@ -105,12 +105,52 @@ class NiftiGeometry:
             qform_code=self.qform_code,
         )
 
+    def in_space(self, code: int) -> NiftiGeometry:
+        """The same grid labelled as world space ``code``.
+
+        Every form (sform, qform) that holds the chosen affine gets the new
+        code; with ``code`` 0 (unknown) they lose their label. A form that maps
+        elsewhere (another space) keeps its own code. With no labelled form,
+        the sform takes the affine and the code.
+
+        Examples
+        --------
+        >>> g = NiftiGeometry(np.eye(4), (2, 2, 2), sform=np.eye(4), sform_code=2)
+        >>> g.in_space(1).space, g.in_space(1).qform_code
+        ('scanner', 0)
+        """
+        code = int(code)
+
+        def holds_affine(form: FloatArray | None, form_code: int) -> bool:
+            return (
+                form is not None
+                and form_code > 0
+                and bool(np.allclose(form, self.affine, rtol=0.0, atol=GRID_TOLERANCE_MM))
+            )
+
+        sform, sform_code = self.sform, self.sform_code
+        qform_code = self.qform_code
+        relabel_s = holds_affine(self.sform, self.sform_code)
+        relabel_q = holds_affine(self.qform, self.qform_code)
+        if not relabel_s and not relabel_q:
+            sform, relabel_s = self.affine, True
+        return NiftiGeometry(
+            self.affine,
+            self.shape,
+            sform=sform,
+            qform=self.qform,
+            sform_code=code if relabel_s else sform_code,
+            qform_code=code if relabel_q else qform_code,
+        )
+
     def same_grid(self, other: NiftiGeometry, tolerance: float = GRID_TOLERANCE_MM) -> bool:
         """Whether two geometries describe the same voxel grid in the same space."""
-        return (
-            self.shape == other.shape
-            and self.code == other.code
-            and bool(np.allclose(self.affine, other.affine, rtol=0.0, atol=tolerance))
+        return self.code == other.code and self.same_voxels(other, tolerance)
+
+    def same_voxels(self, other: NiftiGeometry, tolerance: float = GRID_TOLERANCE_MM) -> bool:
+        """Whether two geometries have the same shape and affine, whatever their space labels."""
+        return self.shape == other.shape and bool(
+            np.allclose(self.affine, other.affine, rtol=0.0, atol=tolerance)
         )
 
     def token(self) -> tuple[Any, ...]:
