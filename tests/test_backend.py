@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import dask
 import nibabel as nib
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import xarray as xr
 
 from xarray_nifti import NiftiBackendEntrypoint, NiftiFormatError
 from xarray_nifti import backend as backend_module
+from xarray_nifti._chunks import TARGET_CHUNK_BYTES, preferred_chunks, target_chunk_bytes
 
 DIMS = ("i", "j", "k", "time", "u", "v", "w")
 TIME_SCALE = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}
@@ -488,7 +490,7 @@ def test_bug_while_building_the_dataset_is_not_called_a_header_problem(
     def broken(*args: Any) -> Any:
         raise KeyError("a bug in the package")
 
-    monkeypatch.setattr(backend_module, "_preferred_chunks", broken)
+    monkeypatch.setattr(backend_module, "preferred_chunks", broken)
     with pytest.raises(KeyError, match="a bug in the package"):
         xr.open_dataset(path, engine="nifti")
 
@@ -561,31 +563,68 @@ def test_chunks_keep_the_index(chunks: Any, make_image: Any) -> None:
         assert "x" in sub.xindexes
 
 
-def test_preferred_chunks_4d_one_volume(make_image: Any) -> None:
-    path = make_image(_ramp((6, 5, 4, 5), np.int16), name="p.nii")
-    with xr.open_dataset(path, engine="nifti", chunks={}) as ds:
-        assert ds["data"].chunks == ((6,), (5,), (4,), (1, 1, 1, 1, 1))
+def test_preferred_chunks_group_whole_volumes(make_image: Any) -> None:
+    data = _ramp((6, 5, 4, 7), np.int16)
+    path = make_image(data, name="p.nii")
+    volume = 6 * 5 * 4 * 2
+    with dask.config.set({"array.chunk-size": f"{3 * volume}B"}):
+        for chunks in ({}, "auto"):
+            with xr.open_dataset(path, engine="nifti", chunks=chunks) as ds:
+                assert ds["data"].chunks == ((6,), (5,), (4,), (3, 3, 1)), chunks
+                np.testing.assert_array_equal(ds["data"].values, data)
+    with xr.open_dataset(path, engine="nifti", chunks={}) as ds:  # default target: one chunk
+        assert ds["data"].chunks == ((6,), (5,), (4,), (7,))
+        assert ds["data"].encoding["preferred_chunks"] == {"time": 7, "k": 4}
 
 
-def test_preferred_chunks_3d_k_slabs(make_image: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("suffix", ["nii", "nii.gz"])
+def test_grouped_chunks_read_right_in_any_order(make_image: Any, suffix: str) -> None:
+    data = _ramp((6, 5, 4, 11), np.int16)
+    path = make_image(data, name=f"g.{suffix}")
+    with (
+        dask.config.set({"array.chunk-size": f"{3 * 6 * 5 * 4 * 2}B"}),
+        xr.open_dataset(path, engine="nifti", chunks={}) as ds,
+    ):
+        assert ds["data"].chunks[3] == (3, 3, 3, 2)
+        for t in (10, 2, 7, 0, 5):
+            np.testing.assert_array_equal(ds["data"].isel(time=t).values, data[..., t])
+        np.testing.assert_array_equal(ds["data"].mean("time").values, data.mean(-1))
+
+
+def test_preferred_chunks_3d_k_slabs(make_image: Any) -> None:
     data = _ramp((6, 5, 8), np.int16)
     path = make_image(data, name="p3.nii")
     with xr.open_dataset(path, engine="nifti", chunks={}) as ds:
         assert ds["data"].chunks == ((6,), (5,), (8,))
-    monkeypatch.setattr(backend_module, "_SLAB_BYTES", 6 * 5 * 2 * 3)
-    with xr.open_dataset(path, engine="nifti", chunks={}) as ds:
+    with (
+        dask.config.set({"array.chunk-size": f"{6 * 5 * 2 * 3}B"}),
+        xr.open_dataset(path, engine="nifti", chunks={}) as ds,
+    ):
         assert ds["data"].chunks == ((6,), (5,), (3, 3, 2))
         assert ds["data"].encoding["preferred_chunks"] == {"k": 3}
         np.testing.assert_array_equal(ds["data"].values, data)
 
 
-def test_preferred_chunks_big_volume() -> None:
-    chunks = backend_module._preferred_chunks(("i", "j", "k"), (512, 512, 512), 4)
-    assert chunks == {"k": 128}
-    chunks = backend_module._preferred_chunks(("i", "j", "k", "time"), (64, 64, 30, 200), 2)
-    assert chunks == {"time": 1, "k": 30}
-    chunks = backend_module._preferred_chunks(("i", "j", "k", "rgb"), (4096, 4096, 10, 3), 1)
+def test_preferred_chunks_sizes() -> None:
+    target = 32 << 20
+    chunks = preferred_chunks(("i", "j", "k"), (512, 512, 512), 4, target)
+    assert chunks == {"k": 32}
+    chunks = preferred_chunks(("i", "j", "k", "time"), (96, 96, 60, 400), 2, target)
+    assert chunks == {"time": 30, "k": 60}  # 30 whole volumes of 1.1 MB
+    chunks = preferred_chunks(("i", "j", "k", "time"), (512, 512, 200, 10), 4, target)
+    assert chunks == {"time": 1, "k": 32}  # a volume above the target: k-slabs
+    chunks = preferred_chunks(("i", "j", "k", "time", "u"), (8, 8, 8, 5, 3), 2, target)
+    assert chunks == {"time": 5, "u": 1, "k": 8}
+    chunks = preferred_chunks(("i", "j", "k", "rgb"), (2048, 2048, 10, 3), 1, target)
     assert chunks == {"k": 2}
+
+
+def test_chunk_target_follows_dask_config_only_when_set() -> None:
+    assert target_chunk_bytes() == TARGET_CHUNK_BYTES  # dask's default is not a user choice
+    with dask.config.set({"array.chunk-size": "4MiB"}):
+        assert target_chunk_bytes() == 4 << 20
+    with dask.config.set({"array.chunk-size": "128MiB"}):
+        assert target_chunk_bytes() == TARGET_CHUNK_BYTES
 
 
 # -- engine guessing --------------------------------------------------------------------
@@ -679,6 +718,5 @@ def test_local_cluster_temporal_mean(make_image: Any) -> None:
         distributed.Client(cluster),
         xr.open_dataset(path, engine="nifti", chunks={}) as ds,
     ):
-        assert len(ds["data"].chunks[3]) == 10
         mean = ds["data"].mean("time").compute()
     np.testing.assert_allclose(mean.values, (data * 0.5 + 2.0).mean(axis=-1), rtol=1e-5)

@@ -108,11 +108,10 @@ class NiftiBackendArray(BackendArray):
         shape = self.location.shape
         block = 1
         for size, chunk in zip(shape, chunks, strict=False):
-            if 0 < chunk < size and size % chunk == 0:
+            if 0 < chunk < size:  # chunks start every `chunk` along this axis (the last is short)
                 block *= chunk
                 break
-            # Whole axis, or irregular chunks: only starts along slower axes are regular.
-            block *= size
+            block *= size  # whole axis: chunk starts are regular along slower axes only
         else:
             return  # a single chunk, or no regular grid: nothing to hint
         self._grid = (self.location.offset, block * self.location.dtype.itemsize)

@@ -18,6 +18,7 @@ from xarray.indexes import RangeIndex
 
 from ._bids import sidecar_attrs
 from ._bids_tree import bids_groups, bids_tree
+from ._chunks import preferred_chunks
 from ._errors import NiftiFormatError
 from ._header import _GZIP_MAGIC, _HEAD_BYTES, _SINGLE_SUFFIXES, sniff_format
 from ._metadata import (
@@ -36,7 +37,6 @@ from .index import VoxelAffineIndex
 __all__ = ["NiftiBackendEntrypoint", "dataset_from_source"]
 
 _SNIFF_BYTES = 8192  # compressed bytes read to find a header inside a .gz
-_SLAB_BYTES = 128 << 20
 _EAGER_TIME_MAX = 1 << 20  # volumes; longer time axes get a lazy RangeIndex
 # xarray's CF decoding options with no meaning for NIfTI (see open_dataset).
 _IGNORED_CF_OPTIONS = (
@@ -87,17 +87,6 @@ def _decode_complex(variable: xr.Variable) -> xr.Variable:
     transform = partial(_scale_complex, scale_factor=scale_factor, add_offset=add_offset)
     data = lazy_elemwise_func(variable._data, transform, np.complex128)
     return xr.Variable(variable.dims, data, attrs, encoding)
-
-
-def _preferred_chunks(
-    dims: tuple[str, ...], shape: tuple[int, ...], itemsize: int
-) -> dict[str, int]:
-    chunks = {dim: 1 for dim in dims[3:] if dim != "rgb"}
-    if "k" in dims:
-        channels = shape[-1] if dims[-1] == "rgb" else 1
-        plane = shape[0] * shape[1] * itemsize * channels
-        chunks["k"] = max(1, min(shape[2], _SLAB_BYTES // max(plane, 1)))
-    return chunks
 
 
 # Names the dataset itself uses: the data variable may not take one of them.
@@ -164,7 +153,7 @@ def dataset_from_source(
         elif mask_and_scale:
             variable = CFScaleOffsetCoder().decode(variable, name=var_name)
     decoded_itemsize = np.dtype(variable.dtype).itemsize
-    preferred = _preferred_chunks(dims, array.shape, decoded_itemsize)
+    preferred = preferred_chunks(dims, array.shape, decoded_itemsize)
     variable.encoding["preferred_chunks"] = preferred
     array.set_chunks([preferred.get(dim, size) for dim, size in zip(dims, shape, strict=False)])
 
