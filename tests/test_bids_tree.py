@@ -473,6 +473,44 @@ def test_on_error_warn_opens_the_rest(broken: tuple[Path, Path], bids: Dataset) 
         xr.open_datatree(root, engine="nifti", on_error="ignore")
 
 
+def test_pairs_hidden_files_and_var_name(tmp_path: Path, bids: Dataset) -> None:
+    root = tmp_path / "ds"
+    shutil.copytree(bids.root, root)
+    anat = root / "sub-03" / "anat"
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    nib.save(nib.Nifti1Pair(data, np.eye(4)), anat / "sub-03_acq-pair_T1w.img")
+    (root / ".git").mkdir()
+    shutil.copy(bids.images[0].path, root / ".git" / "sub-01_bold.nii.gz")
+    shutil.copy(bids.images[0].path, anat / ".sub-03_T1w.nii.gz")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = xr.open_datatree(root, engine="nifti", var_name="image", subject="03")
+    skipped = [str(w.message) for w in caught if issubclass(w.category, BidsDatasetWarning)]
+    assert all(".git" not in m and ".sub-03" not in m for m in skipped)
+    pair = tree["sub-03/anat/acq-pair_T1w"]
+    np.testing.assert_array_equal(pair.image.values, data)
+    assert pair.image.encoding["source"].endswith("sub-03_acq-pair_T1w.hdr")
+    assert "sub-03/anat/acq-pair_T1w.img" not in tree
+    assert tree["sub-03/anat/T1w"].image.attrs["MagneticFieldStrength"] == 3
+
+
+def test_pipeline_without_description_is_not_derivatives(tmp_path: Path, bids: Dataset) -> None:
+    root = tmp_path / "ds"
+    shutil.copytree(bids.root, root)
+    (root / "derivatives" / "prep" / "dataset_description.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"prep.*dataset_description\.json"):
+        open_tree(root, derivatives=True)
+    assert "derivatives" not in open_tree(root).children
+
+
+def test_participants_without_participant_id_is_named(tmp_path: Path, bids: Dataset) -> None:
+    root = tmp_path / "ds"
+    shutil.copytree(bids.root, root)
+    (root / "participants.tsv").write_text("subject\tage\nsub-01\t30\n")
+    with pytest.raises(ValueError, match=r"participants\.tsv.*participant_id"):
+        open_tree(root)
+
+
 # -- laziness and dask ----------------------------------------------------------------------
 
 
