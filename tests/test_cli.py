@@ -107,6 +107,11 @@ def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "axcodes LAS" in result.stdout
     assert "axcodes RAS" in result.stdout
+    # The canonical view is described by its chunks (as many as the opened file's).
+    with xr.open_dataset(EXAMPLE4D, engine="nifti", chunks={}) as opened:
+        count = opened.data.data.npartitions
+    assert f"(lazy: dask array, {count} chunk{'s' if count > 1 else ''})" in result.stdout
+    assert "Array)" not in result.stdout
     mean_file = tmp_path / "mean_canonical.nii.gz"
     png = tmp_path / "mean_orthoview.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -171,7 +176,7 @@ def test_convert_interrupted_keeps_existing_output(
     source = tmp_path / "bold.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 4, 6), "int16"), np.eye(4)), source)
     with pytest.raises(KeyboardInterrupt):
-        convert(str(source), str(target))
+        convert(str(source), str(target), chunks={"time": 1})  # six blocks
     assert target.read_bytes() == b"old content"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bold.nii.gz", "out.nii.gz"]
 
@@ -191,3 +196,60 @@ def test_info_on_a_zarr_store_names_the_container(tmp_path: Path) -> None:
     assert "format:    zarr (nifti1 geometry)" in result.stdout
     size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     assert f"size:      {size} bytes" in result.stdout
+
+
+def test_info_of_a_pair_reports_both_files(tmp_path: Path) -> None:
+    nib.save(nib.Nifti1Pair(np.ones((4, 5, 6), "int16"), np.eye(4)), tmp_path / "pair.img")
+    header, image = (tmp_path / "pair.hdr").stat().st_size, (tmp_path / "pair.img").stat().st_size
+    result = run("info", str(tmp_path / "pair.hdr"))
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"size:      {header + image} bytes (pair.hdr {header}, pair.img {image})" in result.stdout
+    )
+
+
+def test_convert_to_zarr_prints_no_expected_warnings(tmp_path: Path) -> None:
+    result = run("convert", str(EXAMPLE4D), str(tmp_path / "quiet.zarr"))
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr
+    assert "consolidated" not in result.stderr.lower()
+
+
+def test_convert_to_netcdf_without_h5py_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xarray_nifti.cli import main
+
+    # h5netcdf records at import whether h5py is there: import it while it is.
+    pytest.importorskip("h5netcdf")
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now raises ImportError
+    status = main(["convert", str(EXAMPLE4D), str(tmp_path / "out.nc")])
+    assert status == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("suffix", "module", "extra"),
+    [(".nc", "h5netcdf", "netcdf"), (".nc", "h5py", "netcdf"), (".zarr", "zarr", "zarr")],
+)
+def test_convert_missing_dependency_raises_import_error_with_extra(
+    suffix: str, module: str, extra: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xarray_nifti.cli import convert
+
+    # h5netcdf records at import whether h5py is there: import it while it is.
+    pytest.importorskip("h5netcdf")
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ImportError, match=rf'pip install "xarray-nifti\[{extra}\]"'):
+        convert(str(EXAMPLE4D), str(tmp_path / f"out{suffix}"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_to_netcdf_with_the_netcdf_extra_is_exact(tmp_path: Path) -> None:
+    pytest.importorskip("h5py")
+    result = run("convert", str(EXAMPLE4D), str(tmp_path / "out.nc"))
+    assert result.returncode == 0, result.stderr
+    assert run("convert", str(tmp_path / "out.nc"), str(tmp_path / "back.nii.gz")).returncode == 0
+    original, back = nib.load(EXAMPLE4D), nib.load(tmp_path / "back.nii.gz")
+    assert np.array_equal(np.asanyarray(back.dataobj), np.asanyarray(original.dataobj))
+    assert np.allclose(back.affine, original.affine)

@@ -256,3 +256,34 @@ def test_encode_decode_dataarray_and_dropped_axis() -> None:
 def test_decode_without_attributes() -> None:
     with pytest.raises(ValueError, match="no NIfTI geometry attributes"):
         decode(xr.Dataset({"a": ("i", [1, 2])}))
+
+
+@pytest.mark.filterwarnings("ignore:saving variable")  # int16 storage has no NaN: expected
+@pytest.mark.parametrize("store", ["zarr", "netcdf"])
+@pytest.mark.parametrize("chunks", [None, {}])
+def test_scaled_float32_survives_a_store_round_trip(
+    store: str, chunks: object, tmp_path: Path
+) -> None:
+    """CF decoding after Zarr gives float64; decode() restores float32 and the encoding."""
+    pytest.importorskip("zarr" if store == "zarr" else "h5netcdf")
+    raw = np.arange(-300, 300, dtype=np.int16).reshape(6, 10, 10)
+    img = nib.Nifti1Image(raw, oblique_affine(5))
+    img.header.set_slope_inter(0.1, 3.0)
+    nib.save(img, tmp_path / "scaled.nii")
+    with open_nifti(tmp_path / "scaled.nii") as ds:
+        expected = ds.data.values
+        encoded = ds.nifti.encode()
+        if store == "zarr":
+            encoded.to_zarr(tmp_path / "copy.zarr", consolidated=False)
+        else:
+            encoded.to_netcdf(tmp_path / "copy.nc", engine="h5netcdf")
+    if store == "zarr":
+        stored = xr.open_zarr(tmp_path / "copy.zarr", consolidated=False, chunks=chunks)
+    else:
+        stored = xr.open_dataset(tmp_path / "copy.nc", chunks=chunks)
+    with stored:
+        decoded = stored.nifti.decode()
+        assert decoded.data.dtype == np.float32
+        assert np.array_equal(decoded.data.values, expected)
+        decoded.nifti.to_nifti(tmp_path / "back.nii")
+    assert_same(tmp_path / "scaled.nii", tmp_path / "back.nii")

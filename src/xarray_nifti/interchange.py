@@ -6,11 +6,13 @@ import base64
 import io
 import json
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import nibabel as nib
 import numpy as np
 import xarray as xr
+from xarray.coding.common import lazy_elemwise_func
 
 from .grid import find_index
 from .index import VoxelAffineIndex
@@ -52,6 +54,10 @@ _NIFTI_ENCODING = (
     "dim",
 )
 _DROPPED_ENCODING = ("preferred_chunks", "source", "vox_offset", "compression")
+# Key in ``nifti_encoding`` for the dtype the values had in memory: Zarr stores
+# ``scale_factor`` as a JSON number, so CF decoding gives float64 back for data
+# that ``engine="nifti"`` decoded as float32.
+_MEMORY_DTYPE = "memory_dtype"
 
 
 class _LazyData:
@@ -282,6 +288,8 @@ def encode(obj: T_Xarray) -> T_Xarray:
     for var in variables:
         var.attrs.update(attrs)
         nifti = {k: var.encoding.pop(k) for k in _NIFTI_ENCODING if k in var.encoding}
+        if var.dtype.kind == "f" and "scale_factor" in var.encoding:
+            nifti[_MEMORY_DTYPE] = var.dtype.str
         if nifti:
             var.attrs["nifti_encoding"] = json.dumps(_jsonable(nifti))
         for key in _DROPPED_ENCODING:
@@ -334,8 +342,37 @@ def decode(obj: T_Xarray) -> T_Xarray:
             restored = _from_json(json.loads(text))
             if "extensions" in restored:
                 restored["extensions"] = [(int(c), bytes(b)) for c, b in restored["extensions"]]
+            memory_dtype = restored.pop(_MEMORY_DTYPE, None)
             for key, value in restored.items():
                 var.encoding.setdefault(key, value)
+            if memory_dtype is not None:
+                _restore_float_dtype(var, np.dtype(memory_dtype))
         for key in GEOMETRY_ATTRS:
             var.attrs.pop(key, None)
+    return out
+
+
+def _restore_float_dtype(var: xr.DataArray, dtype: np.dtype[Any]) -> None:
+    """Give CF-decoded values back the float dtype they had when encoded (lazily)."""
+    if var.dtype == dtype or var.dtype.kind != "f":
+        return
+    slope = float(var.encoding.get("scale_factor", 1.0))
+    inter = float(var.encoding.get("add_offset", 0.0))
+    redecode = partial(_decode_in, dtype=dtype, slope=slope, inter=inter)
+    variable = var.variable
+    if variable.chunks is not None:
+        variable.data = variable.data.map_blocks(redecode, dtype=dtype)
+    else:
+        variable.data = lazy_elemwise_func(variable._data, redecode, dtype)
+    for key in ("scale_factor", "add_offset"):
+        if key in var.encoding:
+            var.encoding[key] = dtype.type(var.encoding[key])
+
+
+def _decode_in(values: np.ndarray, dtype: np.dtype[Any], slope: float, inter: float) -> np.ndarray:
+    """Values decoded again in ``dtype``, exactly as CF decoding in that dtype gives them."""
+    stored = np.rint((np.asarray(values, dtype=np.float64) - inter) / slope)
+    out = stored.astype(dtype)
+    out *= dtype.type(slope)
+    out += dtype.type(inter)
     return out
