@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import dask
 import nibabel as nib
 import numpy as np
 import pytest
@@ -27,11 +28,10 @@ import xarray as xr
 
 from xarray_nifti import NiftiFileChangedError, NiftiTruncatedError, _gzip
 from xarray_nifti import _readers as readers_module
-from xarray_nifti import _region as region_module
 from xarray_nifti import array as array_module
 from xarray_nifti._gzip import GzipStream
-from xarray_nifti._resolve import open_source
 from xarray_nifti._region import read_region
+from xarray_nifti._resolve import open_source
 from xarray_nifti.array import NiftiBackendArray
 
 N_CHUNKS = 400
@@ -110,13 +110,17 @@ def test_dataset_tells_the_gzip_reader_its_volume_grid(tmp_path: Path) -> None:
     data = np.arange(np.prod(shape), dtype=np.int16).reshape(shape)
     path = tmp_path / "bold.nii.gz"
     nib.save(nib.Nifti1Image(data, np.eye(4)), path)
-    with xr.open_dataset(path, engine="nifti") as ds:
+    volume = 8 * 7 * 6 * 2
+    with (
+        dask.config.set({"array.chunk-size": f"{2 * volume}B"}),  # two volumes per chunk
+        xr.open_dataset(path, engine="nifti") as ds,
+    ):
         np.testing.assert_array_equal(ds["data"][..., 4].values, data[..., 4])
         array = _backend_array(ds)
-        assert array._grid == (352, 8 * 7 * 6 * 2)
+        assert array._grid == (352, 2 * volume)
         with array._manager.acquire_context() as reader:
             stream = reader._stream
-        assert (stream.first, stream.stride) == (352, 8 * 7 * 6 * 2)
+        assert (stream.first, stream.stride) == (352, 2 * volume)
 
 
 # -- 3. out-of-order chunk reads ------------------------------------------------------------------
