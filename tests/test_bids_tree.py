@@ -428,6 +428,28 @@ def test_not_a_bids_folder_names_the_missing_file(tmp_path: Path) -> None:
         xarray_nifti.bids_files(tmp_path / "missing")
 
 
+def test_a_file_is_not_a_dataset(bids: Dataset) -> None:
+    with pytest.raises(NotADirectoryError, match="open_dataset"):
+        xr.open_datatree(bids.images[0].path, engine="nifti")
+
+
+def test_unreadable_sidecar_warns_once_and_the_images_open(tmp_path: Path, bids: Dataset) -> None:
+    root = tmp_path / "ds"
+    shutil.copytree(bids.root, root)
+    (root / "T1w.json").write_text("{not json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = xr.open_datatree(root, engine="nifti", suffix="T1w")
+    sidecar_warnings = [
+        w for w in caught if issubclass(w.category, xarray_nifti.BidsSidecarWarning)
+    ]
+    assert len(sidecar_warnings) == 1
+    assert "T1w.json" in str(sidecar_warnings[0].message)
+    t1s = [node for node in tree.leaves if "data" in node]
+    assert len(t1s) == sum(w.entities["suffix"] == "T1w" for w in bids.images)
+    assert all("MagneticFieldStrength" not in node.data.attrs for node in t1s)
+
+
 def test_missing_pipeline_is_named(bids: Dataset) -> None:
     with pytest.raises(FileNotFoundError, match=r"'fmriprep'.*found: prep"):
         open_tree(bids.root, derivatives="fmriprep")

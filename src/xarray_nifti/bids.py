@@ -230,6 +230,11 @@ def list_dataset(
     wants_derivatives = derivatives not in (None, False)
     missing = f"{base}: no such directory (expected a BIDS dataset's top folder)"
     if fs is None:
+        if os.path.isfile(base):
+            raise NotADirectoryError(
+                f"{base} is a file: a BIDS dataset is a folder (the one holding "
+                f"{DESCRIPTION_FILE}); open one image with xr.open_dataset(path, engine='nifti')"
+            )
         if not os.path.isdir(base):
             raise FileNotFoundError(missing)
         relatives = _walk_local(base, wants_derivatives)
