@@ -147,3 +147,28 @@ def test_loaded_values_on_the_grid_keep_the_encoding(scaled: Path, tmp_path: Pat
     assert out.get_data_dtype() == np.int16
     assert (float(out.dataobj.slope), float(out.dataobj.inter)) == (0.25, 10.0)
     assert np.array_equal(out.get_fdata(), data.values.astype(np.float64))
+
+
+def test_explicit_source_dtype_of_unchanged_data_needs_no_scan(
+    scaled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_scan(*args: object) -> None:
+        raise AssertionError("the data was scanned before writing")
+
+    monkeypatch.setattr(_scaling, "scan_blocks", no_scan)
+    with xr.open_dataset(scaled, engine="nifti", chunks={}) as ds:
+        ds.nifti.to_nifti(tmp_path / "same.nii", dtype="int16")
+    out = nib.load(tmp_path / "same.nii")
+    assert (float(out.dataobj.slope), float(out.dataobj.inter)) == (0.25, 10.0)
+    assert np.array_equal(out.dataobj.get_unscaled(), nib.load(scaled).dataobj.get_unscaled())
+
+
+def test_stored_values_cannot_be_narrowed_silently(scaled: Path, tmp_path: Path) -> None:
+    """mask_and_scale=False data are stored values: int8 would clip them."""
+    with xr.open_dataset(scaled, engine="nifti", mask_and_scale=False) as ds:
+        with pytest.raises(TypeError, match="mask_and_scale=True"):
+            ds.nifti.to_nifti(tmp_path / "narrow.nii", dtype="int8")
+        ds.nifti.to_nifti(tmp_path / "wide.nii", dtype="float32")
+    wide, source = nib.load(tmp_path / "wide.nii"), nib.load(scaled)
+    assert np.array_equal(wide.get_fdata(), source.get_fdata())
+    assert list(p.name for p in tmp_path.iterdir() if p.name.startswith("narrow")) == []

@@ -184,7 +184,7 @@ def _fits_block(block: np.ndarray, slope: float, inter: float, dtype: np.dtype[A
         return False
     # The values were decoded in their own float type: allow its rounding error.
     eps = float(np.finfo(values.dtype).eps) if values.dtype.kind == "f" else 0.0
-    allowed = _FIT_TOLERANCE + 4 * eps * (np.abs(values) + abs(inter)) / abs(slope)
+    allowed = _FIT_TOLERANCE + 2 * eps * (np.abs(values) + abs(inter)) / abs(slope)
     return bool(np.all(np.abs(work - stored) <= allowed))
 
 
@@ -293,8 +293,16 @@ def choose_storage(array: xr.DataArray, dtype: Any, encoding: Mapping[str, Any])
     raw_offset = _number(array.attrs.get("add_offset"))
     if array.dtype.kind in "iu" and (raw_scale is not None or raw_offset is not None):
         # mask_and_scale=False: stored values with their factors in attrs.
+        if not np.can_cast(array.dtype, target):
+            raise TypeError(
+                f"these are stored {array.dtype} values with scale_factor/add_offset in attrs "
+                f"(opened with mask_and_scale=False); they cannot be stored as {target} "
+                "without changing the scaling: open with mask_and_scale=True to convert them"
+            )
         return Storage(target, 1.0 if raw_scale is None else raw_scale, raw_offset or 0.0)
     if target.kind in "iu" and encoded is not None and requested is not None:
+        if _same_numeric(encoding.get("dtype"), target) and _unchanged_since_read(array):
+            return encoded
         # An explicit integer dtype with scale_factor/add_offset: CF quantisation.
         found = _merge(scan_blocks(array, _range_of))
         slope, inter = encoded.slope or 1.0, encoded.inter or 0.0
