@@ -108,7 +108,8 @@ def test_index_needs_voxel_affine_transform() -> None:
 def test_index_repr(a: xr.Dataset) -> None:
     index = the_index(a)
     text = repr(index)
-    assert "axcodes=" + "".join(index.geometry.axcodes) in text
+    codes = index.geometry.axcodes
+    assert f"i:{codes[0]} j:{codes[1]} k:{codes[2]}, zooms=" in text
     assert "space=mni" in text
     assert "affine=" in text
     assert "shape=(5, 6, 7)" in text
@@ -117,6 +118,16 @@ def test_index_repr(a: xr.Dataset) -> None:
     assert inline.endswith("...")
     assert "zooms=" in index._repr_inline_(200)
     assert "VoxelAffineIndex" in repr(a)
+
+
+def test_index_repr_shows_only_the_axes_the_grid_still_has(a: xr.Dataset) -> None:
+    index = the_index(a)
+    codes, zooms = index.geometry.axcodes, np.sqrt((index.geometry.affine[:3, :3] ** 2).sum(0))
+    plane = the_index(a.isel(j=3))._repr_inline_(200)
+    assert plane.startswith(f"VoxelAffineIndex(i:{codes[0]} k:{codes[2]}, zooms=")
+    assert f"zooms={np.round(zooms[[0, 2]], 3).tolist()}" in plane
+    renamed = the_index(a.rename(i="row"))._repr_inline_(200)
+    assert renamed.startswith(f"VoxelAffineIndex(row:{codes[0]} j:{codes[1]} k:{codes[2]},")
 
 
 def test_geometry_property(a: xr.Dataset) -> None:

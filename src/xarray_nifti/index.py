@@ -475,15 +475,14 @@ class VoxelAffineIndex(CoordinateTransformIndex):
 
     # -- display ---------------------------------------------------------------------
     def _summary(self) -> str:
-        """Dims, axis codes and voxel sizes of the axes the grid still has, in its order."""
+        """Each remaining dim with its axis code, then the voxel sizes and the space."""
         t = self.transform
         g = self.geometry
         axes = list(t.present_axes)
-        codes = "".join(g.axcodes[a] for a in axes)
+        dims = " ".join(f"{t.axis_dims[a]}:{g.axcodes[a]}" for a in axes)
         zooms = np.round(voxel_sizes(g.affine)[axes], 3).tolist()
-        dims = ", ".join(str(t.axis_dims[a]) for a in axes)
-        # most telling first: the inline repr in a Dataset's repr is cut to width
-        return f"axcodes={codes}, zooms={zooms}, space={g.space}, dims=({dims})"
+        # the space last: a Dataset's repr cuts the inline repr to its width
+        return f"{dims}, zooms={zooms}, space={g.space}"
 
     def __repr__(self) -> str:
         g = self.geometry
