@@ -101,16 +101,17 @@ def slab_keys(shape: Sequence[int], plan: SlabPlan) -> Iterator[tuple[Any, ...]]
             yield (slice(None),) * cut + (slice(start, stop),) + tuple(reversed(combo))
 
 
-def scan_blocks(data: xr.DataArray, func: Callable[[np.ndarray], T]) -> list[T]:
+def scan_blocks(data: xr.DataArray, func: Callable[[np.ndarray], T]) -> Iterator[T]:
     """``func`` of every block of ``data``, holding only a few blocks in memory at a time.
 
-    Dask data is scanned chunk by chunk by its scheduler; other data (numpy,
-    xarray's lazily indexed arrays) slab by slab.
+    Dask data is scanned chunk by chunk by its scheduler (all at once); other
+    data (numpy, xarray's lazily indexed arrays) slab by slab as the results
+    are consumed, so that ``all(scan_blocks(...))`` stops at the first miss.
 
     Examples
     --------
     >>> import numpy as np, xarray as xr
-    >>> scan_blocks(xr.DataArray(np.arange(6.0).reshape(2, 3)), np.max)
+    >>> list(scan_blocks(xr.DataArray(np.arange(6.0).reshape(2, 3)), np.max))
     [np.float64(5.0)]
     """
     if data.chunks is not None:
@@ -118,8 +119,10 @@ def scan_blocks(data: xr.DataArray, func: Callable[[np.ndarray], T]) -> list[T]:
         from dask.delayed import delayed
 
         parts = data.data.to_delayed(optimize_graph=True).ravel()
-        return list(compute(*[delayed(func)(part) for part in parts]))
+        yield from compute(*[delayed(func)(part) for part in parts])
+        return
     shape = tuple(int(n) for n in data.shape)
     plan = slab_plan(shape, max(data.dtype.itemsize, 8), None)
     variable = data.variable
-    return [func(np.asarray(variable[key].values)) for key in slab_keys(shape, plan)]
+    for key in slab_keys(shape, plan):
+        yield func(np.asarray(variable[key].values))
