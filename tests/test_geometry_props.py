@@ -15,6 +15,7 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nibabel.affines import apply_affine
+from xarray.core.indexing import LazilyIndexedArray
 
 from conftest import affines, grid_dataset, spatial_shapes
 from xarray_nifti import VoxelAffineIndex
@@ -301,6 +302,16 @@ def test_sel_outside_fov_raises(
 def test_dask_negative_step_before_start_bug() -> None:
     ds = grid_dataset(np.eye(4), (5, 2, 2), chunks=2)
     out = ds.isel(i=slice(-7, None, -1))  # numpy: empty; dask: all five voxels
+    assert out.data.shape == (0, 2, 2)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="xarray's LazilyIndexedArray composes this slice differently from numpy"
+)
+def test_lazily_indexed_negative_step_before_start_bug() -> None:
+    ds = grid_dataset(np.eye(4), (5, 2, 2), chunks=None)
+    ds["data"] = xr.Variable(ds["data"].dims, LazilyIndexedArray(ds["data"].values))
+    out = ds.isel(i=slice(-7, None, -1))  # numpy: empty; xarray's lazy indexing: all five
     assert out.data.shape == (0, 2, 2)
 
 
