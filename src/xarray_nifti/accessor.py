@@ -41,7 +41,11 @@ class _NiftiAccessor(Generic[T_Xarray]):
 
     @property
     def geometry(self) -> NiftiGeometry:
-        """The full geometry (affine, sform, qform, codes) in file axis order."""
+        """The full geometry (affine, sform, qform, codes), axes in the grid's order.
+
+        That is the file's axis order, or the new order after ``reorient``;
+        axes dropped by integer selection keep their place (with size 1).
+        """
         return self._index.geometry
 
     @property
@@ -138,6 +142,9 @@ class _NiftiAccessor(Generic[T_Xarray]):
         No resampling happens: every voxel keeps its world position; sform and
         qform (and their codes) follow the new grid. The spatial dims are
         renamed so that ``i, j, k`` are again the first, second and third axes.
+        ``axcodes`` is a string such as ``"LPS"`` or a sequence of three
+        letters, one of R/L, A/P and S/I each: anything else raises
+        ``TypeError`` (not letters) or ``ValueError`` (wrong letters).
 
         Examples
         --------
