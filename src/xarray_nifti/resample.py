@@ -201,20 +201,19 @@ def _resample_array(
             dtype,
             block or default_block_shape(target.shape),
         )
-    kept = {
-        name: source.coords[name]
-        for name in source.coords
-        if set(source.coords[name].dims) <= set(extra)
-    }
-    out = xr.DataArray(
-        result, dims=(*target.dims, *extra), coords=kept, attrs=dict(array.attrs), name=array.name
+    # One Coordinates object built from the target's index and the kept
+    # non-spatial coordinates: assign_coords would align them all again.
+    variables = dict(target.coords.variables)
+    indexes = dict(target.coords.xindexes)
+    for name, coord in source.coords.items():
+        if set(coord.dims) <= set(extra):
+            variables[name] = coord.variable
+            if name in source.xindexes:
+                indexes[name] = source.xindexes[name]
+    coords = xr.Coordinates(variables, indexes=indexes)
+    return xr.DataArray(
+        result, dims=(*target.dims, *extra), coords=coords, attrs=dict(array.attrs), name=array.name
     )
-    out.encoding = {
-        key: value
-        for key, value in array.encoding.items()
-        if key not in ("chunks", "preferred_chunks", "source")
-    }
-    return out.assign_coords(target.coords)
 
 
 def resample_to(
