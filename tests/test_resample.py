@@ -18,6 +18,7 @@ from nibabel.processing import resample_from_to
 from tests.conftest import grid_dataset, oblique_affine
 
 import xarray_nifti
+from xarray_nifti import _resample_engine
 
 
 def _raise_on_compute(*args: object, **kwargs: object) -> None:
@@ -288,3 +289,18 @@ def test_big_endian_and_axis_aligned_grids_match_nibabel(tmp_path: Path) -> None
         expected = resample_from_to(as_float, (target[1], target[0]), order=order)
         out = ds.data.nifti.resample_to(target, order=order)
         np.testing.assert_allclose(out.values, expected.get_fdata(), atol=1e-4)
+
+
+def test_a_large_source_is_read_in_bounded_blocks_even_for_a_small_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Scaled-down limits stand in for a source larger than memory.
+    monkeypatch.setattr(_resample_engine, "_SINGLE_BLOCK_VOXELS", 1000)
+    monkeypatch.setattr(_resample_engine, "_BLOCK_SIDE", 16)
+    data = np.random.default_rng(6).normal(size=(20, 20, 20)).astype("f4")
+    image = _image(data, np.eye(4)).chunk({"k": 5})
+    target = (np.diag([2.0, 2.0, 2.0, 1.0]), (10, 10, 10))  # 1000 voxels: "small"
+    out = image.nifti.resample_to(target)
+    assert out.chunks == ((8, 2),) * 3  # 16 source voxels per block side at 2 mm steps
+    expected = resample_from_to(nib.Nifti1Image(data, np.eye(4)), (target[1], target[0]))
+    np.testing.assert_allclose(out.values, expected.get_fdata(), atol=1e-5)

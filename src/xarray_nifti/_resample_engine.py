@@ -43,11 +43,24 @@ def is_dask(data: Any) -> bool:
     return dask_array is not None and isinstance(data, dask_array.Array)
 
 
-def default_block_shape(shape: Sequence[int]) -> tuple[int, int, int]:
-    """Spatial block of the output: the whole target when small, else 128³ blocks."""
-    if int(np.prod(shape)) <= _SINGLE_BLOCK_VOXELS:
+def default_block_shape(
+    shape: Sequence[int],
+    source_shape: Sequence[int] | None = None,
+    matrix: np.ndarray | None = None,
+) -> tuple[int, int, int]:
+    """Spatial block of the output.
+
+    The whole target when both grids are small; otherwise cubes whose source
+    region holds about 128³ voxels (a coarse target over a large source gets
+    proportionally smaller blocks), so memory per task stays bounded.
+    """
+    small_source = source_shape is None or int(np.prod(source_shape)) <= _SINGLE_BLOCK_VOXELS
+    if int(np.prod(shape)) <= _SINGLE_BLOCK_VOXELS and small_source:
         return (int(shape[0]), int(shape[1]), int(shape[2]))
-    return (_BLOCK_SIDE, _BLOCK_SIDE, _BLOCK_SIDE)
+    # source voxels per target voxel along the most stretched direction
+    stretch = 1.0 if matrix is None else float(np.linalg.norm(matrix, ord=2))
+    side = max(_BLOCK_SIDE // 8, int(_BLOCK_SIDE / max(stretch, 1.0)))
+    return (side, side, side)
 
 
 def _native(array: np.ndarray) -> np.ndarray:

@@ -107,7 +107,7 @@ def output_dtype(input_dtype: Any, order: int, fill_value: float) -> np.dtype[An
 
 
 def _block_shape(
-    chunks: Chunks, target: _TargetGrid, extra_dims: Sequence[str]
+    chunks: Chunks, target: _TargetGrid, extra_dims: Sequence[str], default: tuple[int, int, int]
 ) -> tuple[tuple[int, int, int] | None, dict[str, int]]:
     """Validate ``chunks=``: the output's spatial block, and chunks of other dims to apply."""
     if chunks is None:
@@ -115,7 +115,7 @@ def _block_shape(
     if isinstance(chunks, str):
         if chunks != "auto":
             raise ValueError(f"chunks must be an int, a tuple, a dict or 'auto', not {chunks!r}")
-        return default_block_shape(target.shape), {}
+        return default, {}
     if isinstance(chunks, bool) or not isinstance(chunks, int | Sequence | Mapping):
         raise TypeError(
             "chunks must be an int, a tuple with one size per spatial dim of the target "
@@ -139,7 +139,6 @@ def _block_shape(
                 "or a dict such as {'k': 32}"
             )
         sizes = dict(zip(target.dims, cast(Sequence[int], chunks), strict=True))
-    default = default_block_shape(target.shape)
     checked: dict[str, int] = {}
     for dim, size in sizes.items():
         if isinstance(size, bool) or not isinstance(size, int | np.integer):
@@ -175,9 +174,11 @@ def _resample_array(
     order_axes = axis_order(array, index)
     spatial = [str(index.transform.axis_dims[a]) for a in order_axes]
     extra = [str(d) for d in array.dims if d not in spatial]
-    block, extra_chunks = _block_shape(chunks, target, extra)
     mapping = _snap(inverse_affine(current_affine(array, index)) @ target.affine)
     matrix, offset = mapping[:3, :3], mapping[:3, 3]
+    source_shape = [array.sizes[d] for d in spatial]
+    default = default_block_shape(target.shape, source_shape, matrix)
+    block, extra_chunks = _block_shape(chunks, target, extra, default)
     dtype = output_dtype(array.dtype, order, fill_value)
     source = array.transpose(*spatial, *extra)
     if extra_chunks:
@@ -199,7 +200,7 @@ def _resample_array(
             order,
             fill_value,
             dtype,
-            block or default_block_shape(target.shape),
+            block or default,
         )
     # One Coordinates object built from the target's index and the kept
     # non-spatial coordinates: assign_coords would align them all again.
