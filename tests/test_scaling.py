@@ -172,3 +172,34 @@ def test_stored_values_cannot_be_narrowed_silently(scaled: Path, tmp_path: Path)
     wide, source = nib.load(tmp_path / "wide.nii"), nib.load(scaled)
     assert np.array_equal(wide.get_fdata(), source.get_fdata())
     assert list(p.name for p in tmp_path.iterdir() if p.name.startswith("narrow")) == []
+
+
+@pytest.mark.parametrize("chunks", [None, 2])
+def test_float64_beyond_float32_fails_before_touching_the_target(
+    chunks: int | None, tmp_path: Path
+) -> None:
+    from conftest import grid_dataset
+
+    values = np.ones((4, 4, 4))
+    values[3, 3, 3] = 1e39  # float32 would store inf
+    ds = grid_dataset(np.eye(4), (4, 4, 4), data=values, chunks=chunks)
+    target = tmp_path / "big.nii"
+    target.write_bytes(b"old")
+    with pytest.raises(ValueError, match=r"do not fit float32.*dtype='float64'"):
+        ds.nifti.to_nifti(target)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nii"]
+    ds.nifti.to_nifti(target, dtype="float64")
+    assert nib.load(target).get_fdata()[3, 3, 3] == 1e39
+
+
+def test_complex_data_is_not_stored_as_real_silently(tmp_path: Path) -> None:
+    from conftest import grid_dataset
+
+    values = np.full((2, 3, 4), 1 + 2j)
+    ds = grid_dataset(np.eye(4), (2, 3, 4), data=values, chunks=None)
+    with pytest.raises(TypeError, match="imaginary part"):
+        ds.nifti.to_nifti(tmp_path / "real.nii", dtype="float32")
+    ds.nifti.to_nifti(tmp_path / "complex.nii")
+    assert np.array_equal(nib.load(tmp_path / "complex.nii").dataobj[...], values)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["complex.nii"]

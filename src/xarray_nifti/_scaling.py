@@ -253,6 +253,11 @@ def _check_numeric(target: np.dtype[Any], array: xr.DataArray) -> None:
             f"NIfTI cannot store dtype {what}; convert with .astype(...) to a numeric dtype "
             "(or pass dtype=)"
         )
+    if array.dtype.kind == "c" and target.kind != "c":
+        raise TypeError(
+            f"complex data cannot be stored as {target} without losing the imaginary part; "
+            "pass dtype='complex64' (or 'complex128'), or store .real or abs(...) explicitly"
+        )
 
 
 def _from_range(array: xr.DataArray, target: np.dtype[Any]) -> Storage:
@@ -351,9 +356,26 @@ def encode_block(block: np.ndarray, storage: Storage, out_dtype: np.dtype[Any]) 
         info = np.iinfo(stored)
         if np.iinfo(block.dtype).min < info.min or np.iinfo(block.dtype).max > info.max:
             block = np.clip(block, info.min, info.max)
-    elif stored.kind in "iuf" and block.dtype.kind == "c":
-        block = block.real
+    elif stored.kind in "fc" and block.dtype.itemsize > stored.itemsize:
+        with np.errstate(over="ignore"):  # overflow is checked just below, with a better message
+            narrowed = np.asarray(block).astype(out_dtype)
+        _check_no_overflow(block, narrowed)
+        return narrowed
     return np.asarray(block).astype(out_dtype, copy=False)
+
+
+def _check_no_overflow(block: np.ndarray, narrowed: np.ndarray) -> None:
+    """``ValueError`` when finite values became inf in a narrower float type."""
+    if not np.isinf(narrowed).any():  # the common case: one cheap pass
+        return
+    lost = np.isinf(narrowed) & np.isfinite(block)
+    if lost.any():
+        largest = float(np.abs(np.asarray(block)[lost]).max())
+        raise ValueError(
+            f"values up to {largest:.6g} do not fit {narrowed.dtype.newbyteorder('=')}, "
+            f"whose largest number is {float(np.finfo(narrowed.dtype).max):.6g}: pass "
+            f"dtype='{np.asarray(block).dtype.newbyteorder('=')}' to keep them"
+        )
 
 
 def work_itemsize(data_dtype: np.dtype[Any], storage: Storage, out_dtype: np.dtype[Any]) -> int:
