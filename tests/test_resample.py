@@ -304,3 +304,19 @@ def test_a_large_source_is_read_in_bounded_blocks_even_for_a_small_target(
     assert out.chunks == ((8, 2),) * 3  # 16 source voxels per block side at 2 mm steps
     expected = resample_from_to(nib.Nifti1Image(data, np.eye(4)), (target[1], target[0]))
     np.testing.assert_allclose(out.values, expected.get_fdata(), atol=1e-5)
+
+
+def test_volumes_are_resampled_in_batches_not_one_task_each() -> None:
+    data = np.random.default_rng(7).normal(size=(6, 5, 4, 12)).astype("f4")
+    image = _image(data, oblique_affine(3)).chunk({"time": 1})
+    target = (oblique_affine(4), (5, 6, 4))
+    out = image.nifti.resample_to(target, order=1)
+    assert out.chunks[3] == (12,)
+    kept = image.nifti.resample_to(target, order=1, chunks={"time": 3})
+    assert kept.chunks[3] == (3, 3, 3, 3)
+    np.testing.assert_allclose(out.values, kept.values)
+    for t in (0, 11):
+        expected = resample_from_to(
+            nib.Nifti1Image(data[..., t], oblique_affine(3)), (target[1], target[0])
+        )
+        np.testing.assert_allclose(out.values[..., t], expected.get_fdata(), atol=1e-5)

@@ -35,6 +35,8 @@ MARGIN = {0: 1, 1: 1, 2: 6, 3: 8, 4: 8, 5: 8}
 # is 64 MB, and below that splitting only adds tasks and prefilter margins.
 _SINGLE_BLOCK_VOXELS = 256**3
 _BLOCK_SIDE = 128
+# Output bytes per task when volumes of a series are batched together.
+_TASK_BYTES = 64 * 2**20
 
 
 def is_dask(data: Any) -> bool:
@@ -120,12 +122,25 @@ def resample_dask(
     fill_value: float,
     dtype: np.dtype[Any],
     block_shape: Sequence[int],
+    *,
+    batch_volumes: bool = True,
 ) -> Any:
-    """Lazily resample a dask array; chunks of the non-spatial axes are kept."""
+    """Lazily resample a dask array.
+
+    With ``batch_volumes``, small chunks along a single non-spatial axis are
+    merged so that each task transforms a batch of volumes of about
+    ``_TASK_BYTES`` output (one task per volume costs more in scheduling than
+    in interpolation for typical EPI sizes); otherwise those chunks are kept.
+    """
     import dask.array as da
 
     out_shape = tuple(int(n) for n in out_shape)
     block_shape = tuple(min(int(b), n) for b, n in zip(block_shape, out_shape, strict=True))
+    if batch_volumes and source.ndim == 4:
+        block_bytes = int(np.prod(block_shape)) * dtype.itemsize
+        per_task = max(1, _TASK_BYTES // block_bytes)
+        if max(source.chunks[3]) < per_task:
+            source = source.rechunk({3: per_task})
     extra_chunks = source.chunks[3:]
     if block_shape == out_shape:
         # One spatial block: each task transforms a chunk of whole volumes.

@@ -201,6 +201,7 @@ def _resample_array(
             fill_value,
             dtype,
             block or default,
+            batch_volumes=not extra_chunks,
         )
     # One Coordinates object built from the target's index and the kept
     # non-spatial coordinates: assign_coords would align them all again.
