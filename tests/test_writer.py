@@ -1036,9 +1036,11 @@ def test_edited_scaled_data_is_saved_as_it_is_in_memory(
         assert edited.encoding.get("scale_factor") == 0.25  # the stale encoding is still there
         expected = edited.values
         edited.nifti.to_nifti(tmp_path / "edited.nii")
-    out = nib.load(tmp_path / "edited.nii")
-    assert out.get_data_dtype() == np.float32
-    assert np.allclose(out.get_fdata(), expected, rtol=1e-6, atol=0, equal_nan=True)
+        edited.to_dataset(name="data").nifti.to_nifti(tmp_path / "edited_ds.nii.gz")
+    for name in ("edited.nii", "edited_ds.nii.gz"):
+        out = nib.load(tmp_path / name)
+        assert out.get_data_dtype() == np.float32
+        assert np.allclose(out.get_fdata(), expected, rtol=1e-6, atol=0, equal_nan=True)
 
 
 def test_unchanged_scaled_data_keeps_its_encoding_bit_for_bit(
