@@ -138,6 +138,22 @@ def test_unchanged_lazy_data_is_recognised_without_reading(scaled: Path, chunks:
         assert not _scaling._unchanged_since_read(edited)
 
 
+def test_lazy_data_of_another_file_is_not_taken_as_unchanged(scaled: Path, tmp_path: Path) -> None:
+    """``.copy(data=...)`` with another file's lazy values keeps this file's encoding."""
+    other = np.arange(1000, dtype=np.float32).reshape(10, 10, 10) / 7
+    nib.save(nib.Nifti1Image(other, np.eye(4)), tmp_path / "other.nii")
+    with (
+        xr.open_dataset(scaled, engine="nifti") as ds,
+        xr.open_dataset(tmp_path / "other.nii", engine="nifti") as ds_other,
+    ):
+        swapped = ds.data.copy(data=ds_other.data.variable._data)
+        assert not _scaling._unchanged_since_read(swapped)
+        swapped.nifti.to_nifti(tmp_path / "swapped.nii")
+    out = nib.load(tmp_path / "swapped.nii")
+    assert out.get_data_dtype() == np.float32
+    assert np.array_equal(out.get_fdata(), other)
+
+
 def test_loaded_values_on_the_grid_keep_the_encoding(scaled: Path, tmp_path: Path) -> None:
     with xr.open_dataset(scaled, engine="nifti") as ds:
         data = ds.data.load()

@@ -203,11 +203,12 @@ def _fits(array: xr.DataArray, storage: Storage) -> bool:
     return all(scan_blocks(array, lambda block: _fits_block(block, slope, inter, storage.dtype)))
 
 
-def _reads_backend(data: Any) -> bool:
-    """Whether a lazy wrapper chain ends at a NIfTI backend array (values as in the file)."""
+def _reads_backend(data: Any, source: Any) -> bool:
+    """Whether a lazy wrapper chain ends at the backend array of the file ``source``."""
     for _ in range(16):
         if isinstance(data, NiftiBackendArray):
-            return True
+            location = data.location
+            return source is not None and str(source) in (location.name, location.path)
         if isinstance(data, np.ndarray) or not hasattr(data, "array"):
             return False
         data = data.array
@@ -215,15 +216,20 @@ def _reads_backend(data: Any) -> bool:
 
 
 def _unchanged_since_read(array: xr.DataArray) -> bool:
-    """Whether ``array`` still holds the values read from its file (only selected/reordered)."""
+    """Whether ``array`` still holds the values read from its file (only selected/reordered).
+
+    The file must be the one its ``encoding`` describes: data of another
+    file put in with ``.copy(data=...)`` does not count.
+    """
     data = array.variable._data
+    source = array.encoding.get("source")
     graph = getattr(data, "dask", None)
     if graph is None:
-        return _reads_backend(data)
+        return _reads_backend(data, source)
     layers = [str(name) for name in getattr(graph, "layers", {})]
     if not layers or not all(name.startswith(_READING_LAYERS) for name in layers):
         return False
-    return any(_reads_backend(value) for value in graph.values())
+    return any(_reads_backend(value, source) for value in graph.values())
 
 
 def _requested(dtype: Any) -> np.dtype[Any] | None:
