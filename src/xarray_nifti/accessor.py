@@ -261,7 +261,11 @@ class _NiftiAccessor(Generic[T_Xarray]):
 
     @property
     def header(self) -> Any:
-        """A nibabel header rebuilt from the index and attrs (what ``to_nifti`` writes)."""
+        """A nibabel header rebuilt from the index and attrs (what ``to_nifti`` writes).
+
+        For edited data that still carries its source's scaling in ``encoding``,
+        choosing the stored dtype reads the values once, block by block.
+        """
 
         return plan_nifti(self._array()).header
 
