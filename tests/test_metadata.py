@@ -5,6 +5,8 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import NIBABEL_DATA, oblique_affine
 from xarray_nifti._metadata import (
@@ -12,6 +14,7 @@ from xarray_nifti._metadata import (
     build_header,
     encoding_from_header,
     geometry_from_header,
+    time_step,
     time_values,
 )
 from xarray_nifti.transform import NiftiGeometry
@@ -176,3 +179,36 @@ def test_nifti2_and_pair_header_classes() -> None:
             geometry, (2, 2, 2), np.dtype("u1"), {}, {}, version=version, pair=pair
         )
         assert bytes(header["magic"]).rstrip(b"\0") == expected
+
+
+@given(
+    start=st.floats(-1e4, 1e4),
+    step=st.floats(0.01, 100),
+    count=st.integers(2, 50),
+    tr=st.none() | st.floats(0.1, 10),
+)
+def test_time_step_of_evenly_spaced_times(
+    start: float, step: float, count: int, tr: float | None
+) -> None:
+    times = start + np.arange(count) * step
+    found, regular = time_step(times, tr)
+    assert regular
+    assert found is not None
+    assert found == pytest.approx(step, rel=1e-6)
+
+
+@given(
+    times=st.lists(st.floats(0, 1000), min_size=3, max_size=20, unique=True).filter(
+        lambda t: (
+            not np.allclose(np.diff(t), np.diff(t)[0], rtol=1e-6, atol=0) or np.diff(t)[0] <= 0
+        )
+    ),
+    tr=st.none() | st.floats(0.1, 10),
+)
+def test_time_step_of_uneven_times_is_the_acquisition_tr(
+    times: list[float], tr: float | None
+) -> None:
+    found, regular = time_step(np.array(times), tr)
+    assert not regular
+    steps = np.abs(np.diff(times))
+    assert found == (tr if tr is not None else steps[steps > 0].min())
