@@ -1204,3 +1204,17 @@ def test_s3_url_output_round_trips(moto_s3: dict[str, object], suffix: str) -> N
 def test_url_with_bad_suffix_is_refused_before_connecting(functional: xr.Dataset) -> None:
     with pytest.raises(ValueError, match="unsupported suffix"):
         functional.nifti.to_nifti("s3://nowhere/out.txt")
+
+
+def test_refuses_to_overwrite_its_own_lazy_url_source() -> None:
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/writer-self/bold.nii", (NIBABEL_DATA / "functional.nii").read_bytes())
+    url = "memory://writer-self/bold.nii"
+    with open_nifti(url, chunks={}) as ds:
+        with pytest.raises(ValueError, match="refusing to overwrite the file"):
+            ds.nifti.to_nifti(url)
+        assert (
+            fs.cat_file("/writer-self/bold.nii") == (NIBABEL_DATA / "functional.nii").read_bytes()
+        )
+    fs.rm("/writer-self", recursive=True)
