@@ -14,9 +14,9 @@ from xarray_nifti._metadata import (
     build_header,
     encoding_from_header,
     geometry_from_header,
-    time_step,
     time_values,
 )
+from xarray_nifti._time_axis import time_step
 from xarray_nifti.transform import NiftiGeometry
 
 

@@ -16,8 +16,9 @@ import numpy as np
 import xarray as xr
 
 from ._errors import NiftiTimeAxisWarning
-from ._metadata import DIM_NAMES, build_header, time_step
+from ._metadata import DIM_NAMES, build_header
 from ._scaling import Storage, choose_storage
+from ._time_axis import time_step
 from .grid import axis_order, find_index
 from .transform import NiftiGeometry
 
