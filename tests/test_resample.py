@@ -135,8 +135,11 @@ def test_bad_target_and_order() -> None:
     image = _image(np.zeros((3, 3, 3), "f4"), np.eye(4))
     with pytest.raises(TypeError, match="target must be"):
         image.nifti.resample_to("nonsense")
-    with pytest.raises(ValueError, match="order"):
-        image.nifti.resample_to(image, order=7)
+    for order in (7, 1.5, 1.0, True):
+        with pytest.raises(ValueError, match="order must be an integer"):
+            image.nifti.resample_to(image, order=order)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="fill_value must be a real number"):
+        image.nifti.resample_to(image, fill_value="zero")  # type: ignore[arg-type]
     singular = grid_dataset(np.diag([1.0, 0.0, 1.0, 1.0]), (3, 3, 3), chunks=None).data
     with pytest.raises(ValueError, match="singular"):
         singular.nifti.resample_to(image)

@@ -233,7 +233,7 @@ def resample_to(
     variables without spatial dims are kept; ``var=`` keeps only one image
     variable.
     """
-    if isinstance(order, bool) or order not in MARGIN:
+    if isinstance(order, bool) or not isinstance(order, int | np.integer) or order not in MARGIN:
         raise ValueError(f"order must be an integer from 0 to 5, got {order!r}")
     if not isinstance(fill_value, int | float | np.number) or isinstance(fill_value, complex):
         raise TypeError(f"fill_value must be a real number, got {fill_value!r}")
