@@ -361,7 +361,11 @@ class _NiftiAccessor(Generic[T_Xarray]):
         """Orthogonal views (sagittal, coronal, axial) through a world point.
 
         See :func:`xarray_nifti.plot.orthoview`; needs matplotlib
-        (``pip install 'xarray-nifti[plot]'``). Returns the figure.
+        (``pip install 'xarray-nifti[plot]'``). A 2-D plane of a grid (e.g.
+        ``.isel(k=10)``) is drawn as its one view; ``time=`` outside the
+        series raises ``IndexError``. Returns a
+        :class:`matplotlib.figure.Figure` made without pyplot, so the
+        matplotlib backend in use is left alone.
         """
 
         return orthoview(self._array(var), at, convention=convention, time=time, **kwargs)
