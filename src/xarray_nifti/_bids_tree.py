@@ -54,7 +54,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _participants(listing: BidsListing, read: Callable[[str], dict[str, Any] | None]) -> Any:
+def _participants(
+    listing: BidsListing, read: Callable[[str], dict[str, Any] | None]
+) -> xr.Dataset | None:
     if "participants.tsv" not in listing.other_files:
         return None
     name = f"{listing.root}/participants.tsv"
@@ -65,10 +67,10 @@ def _participants(listing: BidsListing, read: Callable[[str], dict[str, Any] | N
     table = pd.read_csv(io.StringIO(text), sep="\t", na_values=["n/a"], keep_default_na=False)
     if "participant_id" not in table.columns:
         raise ValueError(
-            f"{name}: the first column must be participant_id (BIDS), found "
-            f"{', '.join(map(str, table.columns))}"
+            f"{name}: no participant_id column (BIDS requires it first), found "
+            f"{', '.join(map(str, table.columns))}; rename the column of subject labels"
         )
-    dataset = table.set_index("participant_id").to_xarray()
+    dataset: xr.Dataset = table.set_index("participant_id").to_xarray()
     described = read(f"{listing.root}/participants.json") or {}
     for column, description in described.items():
         if column in dataset.variables and isinstance(description, dict):
@@ -99,12 +101,26 @@ def _open_leaf(
     return dataset
 
 
-def _each(function: Callable[[T], R], items: Sequence[T], remote: bool) -> list[R]:
-    """``[function(item) for item in items]``, concurrently over the network."""
-    if not remote or len(items) < 2:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(_REMOTE_THREADS) as pool:
-        return list(pool.map(function, items))
+def _each(
+    function: Callable[[T], R],
+    items: Sequence[T],
+    remote: bool,
+    stop: Callable[[R], bool] = lambda result: False,
+) -> list[R]:
+    """``[function(item) for item in items]``, concurrently over the network.
+
+    Locally, items are done in order and the list ends at the first result
+    for which ``stop`` is true; concurrent calls all run.
+    """
+    if remote and len(items) > 1:
+        with ThreadPoolExecutor(_REMOTE_THREADS) as pool:
+            return list(pool.map(function, items))
+    results = []
+    for item in items:
+        results.append(function(item))
+        if stop(results[-1]):
+            break
+    return results
 
 
 def _rebuildable(err: Exception) -> bool:
@@ -193,11 +209,18 @@ def bids_groups(
         try:
             return _open_leaf(image, open_image, listing, sidecars[image.path], read)
         except Exception as err:
-            if on_error == "raise":
-                raise
             return err
 
-    results = _each(attempt, images, remote)
+    def fatal(result: xr.Dataset | Exception) -> bool:
+        return on_error == "raise" and isinstance(result, Exception)
+
+    results = _each(attempt, images, remote, stop=fatal)
+    errors = [result for result in results if isinstance(result, Exception)]
+    if errors and on_error == "raise":
+        for result in results:
+            if isinstance(result, xr.Dataset):
+                result.close()  # no file stays open behind the error
+        raise errors[0]
     for image, result in zip(images, results, strict=True):
         if isinstance(result, Exception):
             warnings.warn(
