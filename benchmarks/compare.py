@@ -1,4 +1,4 @@
-"""Side-by-side comparison of xarray-nifti with nibabel and plain numpy (issue 6 targets).
+"""Side-by-side comparison of xarray-nifti with nibabel and plain numpy (performance targets).
 
 Generates realistic images at run time, then, in one process and after all
 imports, times this package and the nibabel (or numpy) equivalent of each
@@ -15,9 +15,9 @@ Usage::
     python benchmarks/compare.py --markdown --cases read_gz,random
 
 The exit status is 0 even when a performance target is not met (times are
-never asserted) and when a case crashes (its row says FAILED, or n/a for an
-API that does not exist yet); it is 1 only if a correctness check fails
-(data read or written differ from the reference).
+never asserted); it is 1 if a correctness check fails (data read or written
+differ from the reference) or a case crashes (its row says FAILED and the
+traceback is printed), so that CI notices.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ import xarray as xr
 import xarray_nifti  # noqa: F401  (registers the engine and the accessor)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmarks import _data
+from benchmarks import _cluster, _data
 
 MiB = 1 << 20
 
@@ -1171,6 +1171,170 @@ def case_threads(ctx: Context) -> list[Row]:
     ]
 
 
+def _nibabel_pass(path: str) -> float:
+    """Seconds for nibabel's single pass over the whole image (its ``dataobj``)."""
+    start = time.perf_counter()
+    np.asanyarray(nib.load(path).dataobj)
+    return time.perf_counter() - start
+
+
+def case_cluster(ctx: Context) -> list[Row]:
+    """Full chunked reads on LocalCluster(processes=True, threads_per_worker=1): worker CPU."""
+    gz, short = ctx.files.bold(gz=True), ctx.files.bold(ctx.sizes.bold_short, gz=True)
+    copies = []
+    for n in range(6):  # open_mfdataset over several files (copies: each has its own identity)
+        copy = ctx.workdir / f"subject-{n}.nii.gz"
+        if not copy.exists():
+            shutil.copyfile(short, copy)
+        copies.append(os.fspath(copy))
+    cases: dict[str, Any] = {"one file": gz, "6 files": copies}
+    runs: dict[tuple[str, int], _cluster.ClusterRead] = {}
+    cases["short file"] = short
+    for n_workers in (1, 2):
+        for run in _cluster.cluster_reads(n_workers, cases):
+            runs[run.label, n_workers] = run
+    if not ctx.quick:  # eight worker processes take too long to start for the CI smoke test
+        for run in _cluster.cluster_reads(8, {"short file": short}):
+            runs[run.label, 8] = run
+    expected = {
+        "one file": float(reference_data(ctx.files).sum(dtype=np.float64)),
+        "short file": float(reference_data(ctx.files, ctx.sizes.bold_short).sum(dtype=np.float64)),
+    }
+    expected["6 files"] = 6 * expected["short file"]
+    for (label, n_workers), run in runs.items():
+        if not np.isclose(run.total, expected[label], rtol=1e-12):
+            raise CorrectnessError(
+                f"cluster read of {label} on {n_workers} workers sums to {run.total!r}, "
+                f"not {expected[label]!r}"
+            )
+    nib_gz, nib_short = _nibabel_pass(gz), _nibabel_pass(short)
+    rows = []
+    for label, n_workers, nib_seconds in (
+        ("one file", 2, nib_gz),
+        ("6 files", 2, 6 * nib_short),
+        ("short file", 8, nib_short),
+    ):
+        if (label, n_workers) not in runs:
+            continue
+        one, many = runs[label, 1], runs[label, n_workers]
+        rows.append(
+            Row(
+                f"cluster {label} .nii.gz, {n_workers} vs 1 worker: worker CPU",
+                many.worker_cpu,
+                f"nibabel single pass {nib_seconds:.2f} s",
+                one.worker_cpu,
+                many.worker_cpu / one.worker_cpu,
+                f"cpu{n_workers}/cpu1",
+                goal=("≤", 1.3),
+                note=f"{label}: worker CPU {one.worker_cpu:.2f} s on 1 worker, "
+                f"{many.worker_cpu:.2f} s on {n_workers}",
+            )
+        )
+        rows.append(
+            Row(
+                f"  wall, {n_workers} vs 1 worker",
+                many.wall,
+                "1 worker",
+                one.wall,
+                many.wall / one.wall,
+                f"wall{n_workers}/wall1",
+                note=f"{os.cpu_count()} CPUs shared by all workers",
+            )
+        )
+    return rows
+
+
+_CHUNK_CHILD = r"""
+import gc, json, sys, time
+args = json.loads(sys.argv[1])
+import numpy as np, dask.array, xarray as xr, xarray_nifti
+
+def status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+
+gc.collect()
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    floor = status("VmRSS")
+except OSError:
+    floor = status("VmHWM")
+chunks = {"none": None, "{}": {}, "auto": "auto"}[args["chunks"]]
+start = time.perf_counter()
+ds = xr.open_dataset(args["path"], engine="nifti", chunks=chunks)
+mean = ds["data"].mean("time").values
+seconds = time.perf_counter() - start
+n = 0 if chunks is None else len(ds["data"].chunks[3])
+print(json.dumps({"seconds": seconds, "floor": floor, "peak": status("VmHWM"), "chunks": n,
+                  "sum": float(np.sum(mean, dtype=np.float64))}))
+"""
+
+
+def _chunk_child(path: str, chunks: str) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, "-c", _CHUNK_CHILD, json.dumps({"path": path, "chunks": chunks})],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"temporal mean with chunks={chunks} failed:\n{completed.stderr[-2000:]}"
+        )
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def case_chunks(ctx: Context) -> list[Row]:
+    """Temporal mean with chunks={} and "auto" beside the same mean without dask."""
+    raw = _raw_mib(ctx.sizes.bold, 2)
+    rows = []
+    for label, gz in ((".nii", False), (".nii.gz", True)):
+        path = ctx.files.bold(gz=gz)
+        runs = 1 if ctx.quick else 2
+        plain = min((_chunk_child(path, "none") for _ in range(runs)), key=lambda r: r["seconds"])
+        nib_seconds = min(
+            measure(lambda p=path: nib.load(p).get_fdata().mean(-1)).seconds for _ in range(runs)
+        )
+        for chunks in ("{}", "auto"):
+            ours = min(
+                (_chunk_child(path, chunks) for _ in range(runs)), key=lambda r: r["seconds"]
+            )
+            if not np.isclose(ours["sum"], plain["sum"], rtol=1e-9):
+                raise CorrectnessError(f"temporal mean {label} chunks={chunks} differs")
+            above = ours["peak"] - ours["floor"]
+            rows.append(
+                Row(
+                    f"temporal mean {label} chunks={chunks} vs no dask",
+                    ours["seconds"],
+                    f"chunks=None (nibabel get_fdata().mean {nib_seconds:.2f} s)",
+                    plain["seconds"],
+                    ours["seconds"] / plain["seconds"],
+                    "dask/none",
+                    above,
+                    goal=("≤", 1.5),
+                    note=f"{ours['chunks']} chunks along time; peak +{above:.0f} MiB "
+                    f"= {above / raw:.2f}x raw {raw:.0f} MiB",
+                )
+            )
+            rows.append(
+                Row(
+                    f"  peak RSS, chunks={chunks}",
+                    None,
+                    "",
+                    None,
+                    above / raw,
+                    "(peak-floor)/raw",
+                    above,
+                    goal=("≤", 0.25),
+                )
+            )
+    return rows
+
+
 CASES: dict[str, Callable[[Context], list[Row]]] = {
     "open": case_open,
     "read_nii": case_read_nii,
@@ -1181,9 +1345,9 @@ CASES: dict[str, Callable[[Context], list[Row]]] = {
     "save_gz": case_save_gz,
     "save_lazy": case_save_lazy,
     "threads": case_threads,
+    "chunks": case_chunks,
+    "cluster": case_cluster,
 }
-# APIs that may not exist yet: a failure here is reported as n/a, not as a crash.
-_OPTIONAL = {"save_nii", "save_gz", "save_lazy"}
 
 
 def _has(module: str) -> bool:
@@ -1249,7 +1413,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the selected cases and print the table; 1 only if a correctness check failed."""
+    """Run the selected cases and print the table; 1 if a check failed or a case crashed."""
     args = parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.repeat is not None:
@@ -1263,6 +1427,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(Files(workdir, sizes), sizes, args.quick, workdir)
     rows: list[Row] = []
     wrong: list[str] = []
+    crashed: list[str] = []
     started = time.perf_counter()
     try:
         for name in selected:
@@ -1273,8 +1438,9 @@ def main(argv: list[str] | None = None) -> int:
             except CorrectnessError as err:
                 wrong.append(str(err))
                 rows.append(Row(name, status="WRONG DATA", note=str(err)))
-            except Exception as err:
-                status = "n/a" if name in _OPTIONAL else "FAILED"
+            except Exception as err:  # reported in the table; the exit status is 1
+                crashed.append(name)
+                status = "FAILED"
                 message = f"{type(err).__name__}: {err}".strip().splitlines()[0][:300]
                 rows.append(Row(name, status=status, note=message))
                 log(traceback.format_exc())
@@ -1290,8 +1456,9 @@ def main(argv: list[str] | None = None) -> int:
     print(render(rows, args.markdown))
     if wrong:
         print("\nCORRECTNESS FAILURES:\n" + "\n".join(wrong))
-        return 1
-    return 0
+    if crashed:
+        print(f"\nCRASHED: {', '.join(crashed)} (tracebacks above)")
+    return 1 if wrong or crashed else 0
 
 
 if __name__ == "__main__":

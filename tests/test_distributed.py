@@ -270,3 +270,60 @@ def test_killed_worker_is_survived(client: Any, images: dict[str, Path]) -> None
     after = set(client.scheduler_info()["workers"])
     assert victim not in after
     assert len(after - before) == 1
+
+
+# -- one inflate stream per gzip file per cluster ----------------------------------------------
+
+
+_INFLATED: dict[str, int] = {}
+
+
+def _count_inflated_bytes() -> None:
+    """On a worker: count the uncompressed bytes each gzip file's streams produce."""
+    from xarray_nifti import _gzip
+
+    _INFLATED.clear()
+    if getattr(_gzip.GzipStream, "_counted", False):
+        return
+    original = _gzip.GzipStream._step
+
+    def counting(self: Any, max_out: int) -> Any:
+        out = original(self, max_out)
+        _INFLATED[self.name] = _INFLATED.get(self.name, 0) + len(out[0])
+        return out
+
+    _gzip.GzipStream._step = counting  # type: ignore[method-assign]
+    _gzip.GzipStream._counted = True  # type: ignore[attr-defined]
+
+
+def _inflated_bytes() -> dict[str, int]:
+    return dict(_INFLATED)
+
+
+@pytest.mark.parametrize("n_files", [1, 4])
+def test_each_gzip_file_is_inflated_by_one_worker(
+    client: Any, tmp_path: Path, raw: np.ndarray, n_files: int
+) -> None:
+    volume = int(np.prod(SHAPE[:3])) * 2
+    paths = []
+    for n in range(n_files):
+        path = tmp_path / f"owned-{n}.nii.gz"
+        nib.save(nib.Nifti1Image(raw + n, AFFINE), path)
+        paths.append(path)
+    with dask.config.set({"array.chunk-size": f"{volume}B"}):  # one volume per chunk: 6 tasks
+        datasets = [xr.open_dataset(p, engine="nifti", chunks={}) for p in paths]
+    assert datasets[0].data.chunks[3] == (1,) * SHAPE[3]
+    client.run(_count_inflated_bytes)
+    totals = dask.compute(*(ds.data.sum(dtype="float64") for ds in datasets))
+    for n, total in enumerate(totals):
+        assert float(total) == float((raw.astype(np.float64) + n).sum())
+    per_worker = client.run(_inflated_bytes)
+    for path in paths:
+        inflating = {
+            w: counts[str(path)] for w, counts in per_worker.items() if str(path) in counts
+        }
+        assert len(inflating) == 1, per_worker  # one worker inflates the file for all
+        # about one pass (+ the look for the gzip trailer), not one per worker
+        assert sum(inflating.values()) <= 352 + SHAPE[3] * volume + (1 << 20)
+    for ds in datasets:
+        ds.close()

@@ -22,6 +22,7 @@ from xarray.backends import BackendArray, CachingFileManager
 from xarray.backends.locks import SerializableLock
 from xarray.core import indexing
 
+from ._cluster import owner_elsewhere, run_on
 from ._errors import NiftiFileChangedError, NiftiFormatError
 from ._identity import check_stamps
 from ._readers import open_reader
@@ -152,14 +153,24 @@ class NiftiBackendArray(BackendArray):
         if self._closed:  # read after close: this array uses the reader again
             self._closed = False
             _add_user(self._key)
-        with self._lock, self._manager.acquire_context(needs_lock=False) as reader:
-            if self._grid is not None:
-                reader.hint_chunk_grid(*self._grid)
-            block = self._read_unchanged(reader, selection)
+        owner = owner_elsewhere(self._key) if self.location.compression == "gzip" else None
+        block: np.ndarray
+        if owner is not None:  # this file is inflated by one worker of the cluster
+            block = run_on(owner, _read_as_owner, self.location, self._grid, selection)
+        else:
+            block = self._read_here(selection)
         block = _native(block)[tuple(post)]
         if self._channels:
             block = np.stack([block[name] for name in block.dtype.names or ()], axis=-1)
             block = block[(Ellipsis, key[-1])]
+        return block
+
+    def _read_here(self, selection: list[tuple[int, int, int]]) -> np.ndarray:
+        """Read a region with this process's shared reader of the file."""
+        with self._lock, self._manager.acquire_context(needs_lock=False) as reader:
+            if self._grid is not None:
+                reader.hint_chunk_grid(*self._grid)
+            block: np.ndarray = self._read_unchanged(reader, selection)
         return block
 
     def _read_unchanged(self, reader: Any, selection: list[tuple[int, int, int]]) -> np.ndarray:
@@ -200,3 +211,21 @@ class NiftiBackendArray(BackendArray):
             self._closed = True
             if _drop_user(self._key):
                 self._manager.close(needs_lock=False)
+
+
+# Arrays through which an owner worker reads the gzip files it owns for others.
+_OWNED: dict[str, NiftiBackendArray] = {}
+_OWNED_LOCK = threading.Lock()
+
+
+def _read_as_owner(
+    location: DataLocation, grid: tuple[int, int] | None, selection: list[tuple[int, int, int]]
+) -> np.ndarray:
+    """Run on a file's owner worker: read a region with its one inflate stream."""
+    key = location.cache_key()
+    with _OWNED_LOCK:
+        array = _OWNED.get(key)
+        if array is None:
+            array = _OWNED[key] = NiftiBackendArray(location)
+    array._grid = array._grid or grid
+    return array._read_here(selection)

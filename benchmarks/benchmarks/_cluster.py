@@ -1,0 +1,97 @@
+"""Full chunked reads on a ``LocalCluster`` of worker processes: wall time and worker CPU.
+
+Used by ``compare.py`` (the ``cluster`` case). Worker CPU is the user + system
+time of the worker processes, read with psutil before and after the compute,
+so it counts every inflate pass any worker makes, wherever the scheduler
+placed the tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["ClusterRead", "cluster_reads"]
+
+
+@dataclass(frozen=True)
+class ClusterRead:
+    """One full read: what, on how many workers, how long, how much worker CPU."""
+
+    label: str
+    workers: int
+    wall: float
+    worker_cpu: float
+    total: float
+
+
+def _cpu_seconds() -> float:
+    import psutil
+
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+def _worker_cpu(client: Any) -> float:
+    return float(sum(client.run(_cpu_seconds).values()))
+
+
+def _open(paths: str | Sequence[str]) -> xr.DataArray:
+    if isinstance(paths, str):
+        return xr.open_dataset(paths, engine="nifti", chunks={})["data"]
+    return xr.open_mfdataset(
+        list(paths), engine="nifti", chunks={}, combine="nested", concat_dim="subject"
+    )["data"]
+
+
+def cluster_reads(
+    n_workers: int, cases: dict[str, str | Sequence[str]], repeat: int = 1
+) -> list[ClusterRead]:
+    """Read every case in full (a float64 sum) on a fresh cluster of ``n_workers`` processes.
+
+    Each case is best of ``repeat`` (by wall time); every read opens the files
+    anew, so no worker keeps inflate state from an earlier round.
+    """
+    from distributed import Client, LocalCluster
+
+    out = []
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(_cpu_seconds)  # workers are up and have imported what they need
+        for label, paths in cases.items():
+            best: ClusterRead | None = None
+            for _ in range(repeat):
+                data = _open(paths)
+                before = _worker_cpu(client)
+                start = time.perf_counter()
+                total = float(data.sum(dtype=np.float64).compute())
+                wall = time.perf_counter() - start
+                cpu = _worker_cpu(client) - before
+                data.close()
+                client.run(_forget_readers)
+                if best is None or wall < best.wall:
+                    best = ClusterRead(label, n_workers, wall, cpu, total)
+            assert best is not None
+            out.append(best)
+    return out
+
+
+def _forget_readers() -> None:
+    """Drop this worker's open readers, so that the next round starts cold."""
+    from xarray.backends.file_manager import FILE_CACHE
+
+    from xarray_nifti import array
+
+    array._OWNED.clear()
+    for reader in list(FILE_CACHE.values()):
+        reader.close()
+    FILE_CACHE.clear()
