@@ -482,6 +482,25 @@ def test_unreadable_image_error_names_the_file(broken: tuple[Path, Path]) -> Non
         open_tree(root)
 
 
+def test_failure_closes_the_images_opened_before_it(
+    broken: tuple[Path, Path], bids: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xarray_nifti.array import NiftiBackendArray
+
+    closed: list[int] = []
+    original = NiftiBackendArray.close
+
+    def counting(self: NiftiBackendArray) -> None:
+        closed.append(id(self))
+        original(self)
+
+    monkeypatch.setattr(NiftiBackendArray, "close", counting)
+    with pytest.raises(ValueError, match=broken[1].name):
+        open_tree(broken[0])
+    failed_at = "/sub-03/func/task-rest_run-3_bold"
+    assert len(closed) == sum(w.tree_path < failed_at for w in bids.images) > 0
+
+
 def test_on_error_warn_opens_the_rest(broken: tuple[Path, Path], bids: Dataset) -> None:
     root, bad = broken
     with warnings.catch_warnings(record=True) as caught:
