@@ -44,6 +44,7 @@ __all__ = ["BidsDatasetWarning", "BidsFile", "BidsListing", "bids_files", "list_
 # Top-level folders that BIDS keeps out of the raw data.
 _NOT_RAW = frozenset({"sourcedata", "code", "stimuli", "phenotype", "derivatives"})
 _PAIR_DATA = (".img", ".img.gz")
+_PAIR_HEADERS = (".hdr", ".hdr.gz")
 _LABEL = re.compile(r"(sub|ses)-([a-zA-Z0-9]+)")
 _DATATYPE = re.compile(r"[a-z0-9]+")
 _SKIPPED_SHOWN = 20  # file names listed in the warning before "and N more"
@@ -143,7 +144,7 @@ def _images_of(
     relatives: Iterable[str], dataset_root: str, prefix: str, pipeline: str | None
 ) -> tuple[list[BidsFile], list[str]]:
     relatives = list(relatives)
-    present = set(relatives)
+    present = {relative.lower() for relative in relatives}
     images, skipped = [], []
     for relative in relatives:
         stem, extension = split_extension(relative)
@@ -151,7 +152,7 @@ def _images_of(
             continue
         # The data half of a .hdr/.img pair is opened through its header.
         if extension.lower() in _PAIR_DATA and any(
-            stem + h in present for h in (".hdr", ".hdr.gz", ".HDR")
+            (stem + header).lower() in present for header in _PAIR_HEADERS
         ):
             continue
         parsed = _classify(relative)
