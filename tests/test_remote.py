@@ -511,3 +511,29 @@ def test_unpickled_copy_checks_the_version_seen_at_open(s3: S3) -> None:
     )
     with pytest.raises(NiftiFileChangedError, match=r"ETag|version"):
         pickle.loads(payload).data.values  # noqa: B018
+
+
+# -- a cluster reading one remote .nii.gz ---------------------------------------------------
+
+
+def test_two_workers_fetch_each_compressed_byte_about_once(s3: S3, log: RequestLog) -> None:
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    key = "sub-01_task-rest_bold.nii.gz"
+    volume = int(np.prod(SHAPE[:3])) * 2
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        with dask.config.set({"array.chunk-size": f"{2 * volume}B"}):  # 10 tasks
+            ds = xr.open_dataset(s3_url(key), engine="nifti", storage_options=s3.options, chunks={})
+        assert len(ds.data.chunks[3]) == SHAPE[3] // 2
+        log.clear()
+        total = float(ds.data.sum(dtype="float64").compute())
+    assert total == float(s3.data.astype(np.float64).sum())
+    fetched = log.bytes_sent(key)
+    print(f"\n{key}: {s3.sizes[key]} B on S3, {fetched} B fetched by 2 workers")
+    assert fetched <= 1.25 * s3.sizes[key]  # one worker inflates it; the other asks that one
