@@ -13,7 +13,7 @@ import xarray_nifti  # noqa: F401  (registers the engine and the .nifti accessor
 
 from . import _data
 
-__all__ = ["BOLD_SHAPE", "KINDS", "T1_SHAPE", "Inputs", "open_ours", "require"]
+__all__ = ["BOLD_SHAPE", "KINDS", "T1_SHAPE", "Inputs", "open_ours"]
 
 # Moderate sizes: a 31 MB int16 series and an 8 MB float32 volume.
 BOLD_SHAPE = (64, 64, 32, 120)
@@ -24,12 +24,6 @@ KINDS = ["nii", "nii.gz"]
 def open_ours(path: str, **kwargs: Any) -> xr.Dataset:
     """``xr.open_dataset(path, engine="nifti", **kwargs)``."""
     return xr.open_dataset(path, engine="nifti", **kwargs)
-
-
-def require(obj: Any, name: str) -> None:
-    """Skip the benchmark (asv treats ``NotImplementedError`` in setup as a skip)."""
-    if not hasattr(obj, name):
-        raise NotImplementedError(f"{type(obj).__name__}.{name} does not exist yet")
 
 
 class Inputs:

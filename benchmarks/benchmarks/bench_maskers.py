@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import nibabel as nib
 import numpy as np
 
-from ._inputs import BOLD_SHAPE, KINDS, Inputs, open_ours, require
+from ._inputs import BOLD_SHAPE, KINDS, Inputs, open_ours
 
 PARCELS = 100
 
@@ -39,7 +39,6 @@ class _MaskerInputs(Inputs):
     def setup(self, paths: dict[str, str], kind: str) -> None:
         """Write the mask and the atlas; skip if the maskers do not exist yet."""
         ds = open_ours(paths[f"bold.{kind}"])
-        require(ds["data"].nifti, "regions")
         ds.close()
         self.folder = tempfile.TemporaryDirectory()
         affine = nib.load(paths[f"bold.{kind}"]).affine

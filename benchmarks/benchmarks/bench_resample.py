@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import nibabel as nib
 import numpy as np
 
-from ._inputs import Inputs, open_ours, require
+from ._inputs import Inputs, open_ours
 
 _INTERPOLATION = {0: "nearest", 1: "linear", 3: "continuous"}
 
@@ -34,7 +34,6 @@ class Resample(Inputs):
         """Build the target grid; skip if ``resample_to`` does not exist yet."""
         self.path = paths[f"{image}.nii"]
         ds = open_ours(self.path)
-        require(ds.nifti, "resample_to")
         ds.close()
         self.target = _axis_aligned_grid(nib.load(self.path), 3.0 if image == "t1" else 2.5)
 

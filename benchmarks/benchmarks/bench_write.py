@@ -9,7 +9,7 @@ from typing import ClassVar
 import nibabel as nib
 import numpy as np
 
-from ._inputs import KINDS, Inputs, open_ours, require
+from ._inputs import KINDS, Inputs, open_ours
 
 
 class Save(Inputs):
@@ -21,7 +21,6 @@ class Save(Inputs):
     def setup(self, paths: dict[str, str], kind: str) -> None:
         """Load the series into memory (ours and nibabel); skip if ``to_nifti`` is missing."""
         self.loaded = open_ours(paths["bold.nii"]).load()
-        require(self.loaded["data"].nifti, "to_nifti")
         img = nib.load(paths["bold.nii"], mmap=False)
         self.img = nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
         self.out_dir = tempfile.mkdtemp(prefix="asv-save-")
