@@ -117,7 +117,7 @@ def test_dataset_tells_the_gzip_reader_its_volume_grid(tmp_path: Path) -> None:
     ):
         np.testing.assert_array_equal(ds["data"][..., 4].values, data[..., 4])
         array = _backend_array(ds)
-        assert array._grid == (352, 2 * volume)
+        assert array._grid == (352, 2 * volume, volume)
         with array._manager.acquire_context() as reader:
             stream = reader._stream
         assert (stream.first, stream.stride) == (352, 2 * volume)
@@ -348,3 +348,24 @@ def test_unpickled_copy_counts_as_a_user(bold_gz: tuple[Path, np.ndarray]) -> No
     assert key not in array_module._USERS
     with xr.open_dataset(path, engine="nifti") as ds:  # reading after close reopens
         np.testing.assert_array_equal(ds["data"].values, data)
+
+
+def test_grouped_chunks_keep_a_checkpoint_per_volume(tmp_path: Path) -> None:
+    """Reading a volume again inside a chunk of several volumes re-inflates about that volume."""
+    shape = (64, 64, 128, 12)  # 1 MiB volumes: the checkpoint spacing
+    data = np.random.default_rng(2).integers(0, 1000, shape).astype(np.int16)
+    path = tmp_path / "grouped.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    volume = 64 * 64 * 128 * 2
+    with (
+        dask.config.set({"array.chunk-size": f"{4 * volume}B"}),  # 4 volumes per chunk
+        xr.open_dataset(path, engine="nifti") as ds,
+    ):
+        array = _backend_array(ds)
+        assert array._grid == (352, 4 * volume, volume)
+        np.testing.assert_array_equal(ds["data"][..., 11].values, data[..., 11])
+        with array._manager.acquire_context() as reader:
+            stream = reader._stream
+        before = stream.inflated
+        np.testing.assert_array_equal(ds["data"][..., 10].values, data[..., 10])
+        assert stream.inflated - before <= volume + (1 << 16)  # not the chunk from volume 8

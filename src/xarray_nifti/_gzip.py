@@ -131,6 +131,7 @@ class GzipStream:
         self.spacing = max(1 << 20, self.data_end // _MAX_CHECKPOINTS)
         self.first = 0
         self.stride: int | None = None
+        self.unit = 0
         self.inflated = 0
         self._checkpoints: list[_Checkpoint] = []
         self._checkpoint_positions: list[int] = []
@@ -141,11 +142,18 @@ class GzipStream:
             self.set_chunk_grid(0 if first is None else first, stride)
         self._restart()
 
-    def set_chunk_grid(self, first: int, stride: int) -> None:
-        """Place future checkpoints (and skip-cache entries) on ``first + n * stride``."""
-        if stride <= 0 or first < 0:
-            raise ValueError(f"invalid chunk grid first={first}, stride={stride}")
-        self.first, self.stride = int(first), int(stride)
+    def set_chunk_grid(self, first: int, stride: int, unit: int | None = None) -> None:
+        """Chunks start at ``first + n * stride``: skip-cache entries are whole chunks.
+
+        Checkpoints go on the finer grid ``first + n * unit`` (``unit`` divides
+        ``stride``, e.g. one volume of a chunk of whole volumes; default
+        ``stride``), every m-th point so that they are about ``spacing`` apart:
+        a read inside a chunk then restarts near it, not at the chunk start.
+        """
+        unit = stride if unit is None else unit
+        if stride <= 0 or first < 0 or unit <= 0 or stride % unit:
+            raise ValueError(f"invalid chunk grid first={first}, stride={stride}, unit={unit}")
+        self.first, self.stride, self.unit = int(first), int(stride), int(unit)
 
     # -- grid -------------------------------------------------------------------
     def _chunk(self) -> tuple[int, int]:
@@ -155,10 +163,15 @@ class GzipStream:
         return self.first, self.stride
 
     def _checkpoint_step(self) -> tuple[int, int]:
-        """(first, step) of the checkpoint grid: every m-th chunk start, ≤ ~1024 in all."""
+        """(first, step) of the checkpoint grid: every m-th grid unit, ≤ ~1024 in all."""
         first, stride = self._chunk()
-        every = -(-self.spacing // stride)
-        return first, stride * every
+        unit = stride if self.stride is None else self.unit
+        units, needed = stride // unit, -(-self.spacing // unit)
+        if needed >= units:  # every m-th chunk start
+            return first, stride * -(-self.spacing // stride)
+        # every d-th unit, d dividing the units of a chunk: chunk starts stay checkpoints
+        every = next(d for d in range(needed, units + 1) if units % d == 0)
+        return first, unit * every
 
     def _due_after(self, pos: int) -> int:
         """The first checkpoint grid position strictly after ``pos``."""

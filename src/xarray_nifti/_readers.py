@@ -40,8 +40,8 @@ class _Reader:
         """Read ``start, count, step`` (positive step) per axis, F order on disk."""
         return read_region(self.read_into, self.location, selection)
 
-    def hint_chunk_grid(self, first: int, stride: int) -> None:
-        """Chunks start at byte ``first + n * stride`` (used by readers that index the file)."""
+    def hint_chunk_grid(self, first: int, stride: int, unit: int) -> None:
+        """Chunks start at byte ``first + n * stride``, made of ``unit``-byte steps."""
 
     def close(self) -> None:
         """Release the file."""
@@ -192,9 +192,9 @@ class _GzipReader(_Reader):
     def read_into(self, offset: int, out: memoryview) -> None:
         self._stream.read_into(offset, out)
 
-    def hint_chunk_grid(self, first: int, stride: int) -> None:
+    def hint_chunk_grid(self, first: int, stride: int, unit: int) -> None:
         if self._stream.stride is None:  # the first array's grid wins
-            self._stream.set_chunk_grid(first, stride)
+            self._stream.set_chunk_grid(first, stride, unit)
 
     def close(self) -> None:
         self._stream.close()

@@ -86,7 +86,7 @@ class NiftiBackendArray(BackendArray):
         self._manager = CachingFileManager(
             open_reader, location, mode="rb", manager_id=key, lock=False
         )
-        self._grid: tuple[int, int] | None = None
+        self._grid: tuple[int, int, int] | None = None
         self._closed = False
         _add_user(key)
 
@@ -107,15 +107,13 @@ class NiftiBackendArray(BackendArray):
         backward jump to a chunk re-inflates that chunk only.
         """
         shape = self.location.shape
-        block = 1
+        unit = self.location.dtype.itemsize
         for size, chunk in zip(shape, chunks, strict=False):
-            if 0 < chunk < size:  # chunks start every `chunk` along this axis (the last is short)
-                block *= chunk
-                break
-            block *= size  # whole axis: chunk starts are regular along slower axes only
-        else:
-            return  # a single chunk, or no regular grid: nothing to hint
-        self._grid = (self.location.offset, block * self.location.dtype.itemsize)
+            if 0 < chunk < size:  # chunks start every `chunk` steps along this axis
+                self._grid = (self.location.offset, unit * chunk, unit)
+                return
+            unit *= size  # whole axis: chunk starts are regular along slower axes only
+        # a single chunk, or no regular grid: nothing to hint
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
         # xarray's slice decomposition fails (IndexError) on empty slices with a
@@ -219,7 +217,9 @@ _OWNED_LOCK = threading.Lock()
 
 
 def _read_as_owner(
-    location: DataLocation, grid: tuple[int, int] | None, selection: list[tuple[int, int, int]]
+    location: DataLocation,
+    grid: tuple[int, int, int] | None,
+    selection: list[tuple[int, int, int]],
 ) -> np.ndarray:
     """Run on a file's owner worker: read a region with its one inflate stream."""
     key = location.cache_key()
