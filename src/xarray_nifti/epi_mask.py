@@ -89,7 +89,7 @@ def brain_mask_of_mean(mean: np.ndarray) -> np.ndarray:
         warnings.warn(
             "the computed brain mask is empty: is the input a raw (not detrended) EPI series?",
             EmptyMaskWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of .nifti.compute_mask
         )
     else:
         selected = _largest_component(selected)
