@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -106,12 +107,20 @@ def test_voxel_order_is_the_grids_not_the_dims(pair: tuple[Path, Path], order: A
     xr.testing.assert_identical(transposed, data.nifti.mask(mask_path))
 
 
-@pytest.mark.parametrize("codes", ["RAS", "LPI", "SAL", "IRP"])
+ALL_AXCODES = [
+    "".join(pair[flip] for pair, flip in zip(axes, flips, strict=True))
+    for axes in itertools.permutations([("R", "L"), ("A", "P"), ("S", "I")])
+    for flips in itertools.product((0, 1), repeat=3)
+]
+
+
+@pytest.mark.parametrize("chunks", [None, {}])
+@pytest.mark.parametrize("codes", ALL_AXCODES)
 def test_after_reorientation_order_follows_the_new_grid(
-    tmp_path: Path, pair: tuple[Path, Path], codes: str
+    pair: tuple[Path, Path], codes: str, chunks: Any
 ) -> None:
     bold, mask_path = pair
-    data = xr.open_dataarray(bold, engine="nifti", chunks={}).nifti.reorient(codes)
+    data = xr.open_dataarray(bold, engine="nifti", chunks=chunks).nifti.reorient(codes)
     mask = xr.open_dataarray(mask_path, engine="nifti").nifti.reorient(codes)
     out = data.nifti.mask(mask)
     # nilearn on the same reoriented images, written by nibabel
