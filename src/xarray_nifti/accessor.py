@@ -402,7 +402,9 @@ class _NiftiAccessor(Generic[T_Xarray]):
             ``voxel`` the coordinates ``i, j, k`` (voxel indices) and
             ``x, y, z`` (world mm) are kept, and the attributes of ``i, j, k``
             hold the grid for :meth:`unmask`. Dask input gives a lazy result
-            with the same chunks along the other dims.
+            with the same chunks along the other dims; the mask itself is
+            read (or computed) right away, as its voxel count is the
+            result's size.
 
         Raises
         ------
@@ -484,8 +486,8 @@ class _NiftiAccessor(Generic[T_Xarray]):
             its coordinate (and a ``name`` coordinate when ``names`` is
             given); float32 for float32 data, float64 otherwise. Voxels
             holding NaN make their region's value NaN (nilearn counts them
-            as 0). Dask input stays lazy; the reduction runs through xarray's
-            ``groupby`` (flox).
+            as 0). Dask input stays lazy (the atlas is read right away); the
+            reduction runs through xarray's ``groupby`` (flox).
 
         Raises
         ------
