@@ -326,3 +326,32 @@ def test_dataset_keeps_other_variables(pair: tuple[Path, Path]) -> None:
     back = out.nifti.unmask()
     assert back["data"].dims == ("i", "j", "k", "time")
     np.testing.assert_array_equal(back["motion"].values, np.arange(SHAPE[3]))
+
+
+@pytest.mark.parametrize(
+    ("name", "image_class", "byteorder"),
+    [
+        ("big.nii", nib.Nifti1Image, ">"),
+        ("two.nii.gz", nib.Nifti2Image, "<"),
+        ("pair.img", nib.Nifti1Pair, "<"),
+    ],
+)
+def test_file_kinds_equal_nilearn(
+    tmp_path: Path, name: str, image_class: type, byteorder: str
+) -> None:
+    rng = np.random.default_rng(8)
+    values = rng.integers(-500, 500, (6, 5, 4, 3)).astype(f"{byteorder}i2")
+    img = image_class(values, oblique_affine(9))
+    img.header.set_slope_inter(2.0, -1.0)
+    nib.save(img, tmp_path / name)
+    selected = rng.random((6, 5, 4)) > 0.3
+    mask_img = nib.Nifti1Image(selected.astype(np.uint8), oblique_affine(9))
+    data = xr.open_dataarray(tmp_path / name, engine="nifti", chunks={})
+    masked = data.nifti.mask(mask_img)
+    reference = nib.load(tmp_path / name)
+    if isinstance(reference, nib.Nifti1Pair) and not isinstance(reference, nib.Nifti1Image):
+        reference = nib.Nifti1Image.from_image(reference)  # nilearn takes no pairs
+    np.testing.assert_allclose(masked.values, nilearn_values(reference, mask_img), rtol=1e-6)
+    back = masked.nifti.unmask()
+    expected = np.where(selected[..., None], nib.load(tmp_path / name).get_fdata(), 0)
+    np.testing.assert_allclose(back.values, expected, rtol=1e-6)
