@@ -70,10 +70,14 @@ def _edges_crc(path: str, size: int) -> int:
     return zlib.crc32(head)
 
 
-def stamp_local(path: str, name: str | None = None) -> FileStamp:
-    """Stamp a local file (raises ``FileNotFoundError`` if it is gone)."""
+def stamp_local(path: str, name: str | None = None, content: bool = True) -> FileStamp:
+    """Stamp a local file (raises ``FileNotFoundError`` if it is gone).
+
+    ``content=False`` skips the checksum (its place holds ``None``).
+    """
     stat = os.stat(path)
-    version = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, _edges_crc(path, stat.st_size))
+    crc = _edges_crc(path, stat.st_size) if content else None
+    version = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, crc)
     return FileStamp(name or path, path, stat.st_size, version)
 
 
@@ -86,9 +90,12 @@ def stamp_fsspec(fs: Any, path: str, name: str | None = None) -> FileStamp:
     return FileStamp(name or path, path, None if size is None else int(size), version, fs)
 
 
-def _restamp(stamp: FileStamp) -> FileStamp:
+def _restamp(stamp: FileStamp, content: bool) -> FileStamp:
     if stamp.fs is None:
-        return stamp_local(stamp.path, stamp.name)
+        now = stamp_local(stamp.path, stamp.name, content)
+        if not content:  # compare size, device, inode and mtime only
+            return FileStamp(now.name, now.path, now.size, (*now.version[:3], stamp.version[3]))
+        return now
     return stamp_fsspec(stamp.fs, stamp.path, stamp.name)
 
 
@@ -117,17 +124,20 @@ def changed_error(stamp: FileStamp, reason: str) -> NiftiFileChangedError:
     )
 
 
-def check_stamps(stamps: tuple[FileStamp, ...], *, cheap_only: bool = False) -> None:
+def check_stamps(
+    stamps: tuple[FileStamp, ...], *, cheap_only: bool = False, content: bool = True
+) -> None:
     """Raise :class:`NiftiFileChangedError` if a stamped file changed or disappeared.
 
     With ``cheap_only`` remote objects behind a network filesystem are
-    skipped (s3fs checks the ETag with each ranged GET itself).
+    skipped (s3fs checks the ETag with each ranged GET itself); with
+    ``content=False`` local files are compared by ``stat`` alone.
     """
     for stamp in stamps:
         if cheap_only and not stamp.cheap:
             continue
         try:
-            now = _restamp(stamp)
+            now = _restamp(stamp, content)
         except FileNotFoundError as err:
             raise FileNotFoundError(
                 f"{stamp.name}: the file was removed or renamed after it was opened; "

@@ -175,8 +175,8 @@ class NiftiBackendArray(BackendArray):
         """Read a region, checking before and after that the file is the one opened.
 
         Before: a full check (a HEAD request for a remote object, whose bytes
-        may already sit in the reader's read-ahead cache). After: local files
-        only, to catch a rewrite during the read (s3fs makes every ranged GET
+        may already sit in the reader's read-ahead cache). After: ``stat`` of
+        local files only, to catch a rewrite during the read (s3fs makes every ranged GET
         conditional on the ETag it opened with). A read that fails (corrupt
         gzip, short file, an expired remote object) is blamed on a change when
         the file no longer matches its stamp.
@@ -190,7 +190,7 @@ class NiftiBackendArray(BackendArray):
         except (NiftiFormatError, OSError, EOFError) as err:
             check_stamps(stamps)
             raise err from err.__cause__
-        check_stamps(stamps, cheap_only=True)
+        check_stamps(stamps, cheap_only=True, content=False)  # stat only: cheap per read
         return block
 
     def close(self) -> None:
