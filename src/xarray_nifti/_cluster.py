@@ -25,6 +25,7 @@ from typing import Any
 __all__ = ["owner_elsewhere", "run_on"]
 
 _REFRESH_SECONDS = 5.0  # how long a worker trusts its list of peers
+_OWNER_WAIT_SECONDS = 30.0  # then check that the owner is still there
 _peers: tuple[float, tuple[str, ...]] = (0.0, ())
 _peers_lock = threading.Lock()
 
@@ -75,15 +76,22 @@ def run_on(owner: str, func: Callable[..., Any], *args: Any) -> Any:
     """Run ``func(*args)`` on the worker ``owner`` and return its result.
 
     This task's thread slot is released while waiting, so that an owner that
-    is itself waiting on another owner never deadlocks the cluster.
+    is itself waiting on another owner never deadlocks the cluster. If the
+    owner leaves the cluster meanwhile, the read runs here instead.
     """
+    from distributed import TimeoutError as DistributedTimeout
     from distributed import get_client, rejoin, secede
 
-    future = get_client().submit(
-        func, *args, workers=[owner], allow_other_workers=False, pure=False
-    )
+    client = get_client()
+    future = client.submit(func, *args, workers=[owner], allow_other_workers=False, pure=False)
     secede()
     try:
-        return future.result()
+        while True:
+            try:
+                return future.result(timeout=_OWNER_WAIT_SECONDS)
+            except DistributedTimeout:
+                if owner not in client.scheduler_info(n_workers=-1).get("workers", {}):
+                    future.cancel()
+                    return func(*args)
     finally:
         rejoin()
