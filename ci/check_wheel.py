@@ -41,7 +41,12 @@ def main(sdist: str) -> None:
 
     with tarfile.open(sdist) as archive:
         names = {Path(*Path(name).parts[1:]).as_posix() for name in archive.getnames()}
-    for needed in ("pyproject.toml", "README.md", "src/xarray_nifti/__init__.py", "tests/conftest.py"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "src/xarray_nifti/__init__.py",
+        "tests/conftest.py",
+    ):
         assert needed in names, f"{needed} is missing from {sdist}"
     print(f"wheel and sdist OK: {location.parent}, {Path(sdist).name}")
 

@@ -16,13 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conftest import run_in_threads
 
-from xarray_nifti import NiftiFileChangedError, NiftiTruncatedError
+from xarray_nifti import NiftiFileChangedError
 from xarray_nifti import _readers as readers_module
 from xarray_nifti import _region as region_module
-from xarray_nifti import array as array_module
+from xarray_nifti._region import read_region
 from xarray_nifti._resolve import open_source
 from xarray_nifti._source import DataLocation
-from xarray_nifti._region import read_region
 from xarray_nifti.array import NiftiBackendArray
 
 SHAPE = (6, 5, 4, 3)
