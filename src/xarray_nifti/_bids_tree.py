@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-import pandas as pd  # type: ignore[import-untyped]  # no stubs installed
+import pandas as pd
 import xarray as xr
 
 from ._bids import (

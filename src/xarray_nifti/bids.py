@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd  # type: ignore[import-untyped]  # no stubs installed
+import pandas as pd
 
 from ._bids import DESCRIPTION_FILE, is_url
 from ._bids_names import (

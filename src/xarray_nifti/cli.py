@@ -206,7 +206,7 @@ def demo(outdir: str | None = None) -> list[str]:
     say(f"1. open lazily: xr.open_dataset({path.name!r}, engine='nifti', chunks={{}})")
     ds = xr.open_dataset(path, engine="nifti", chunks={})
     data = ds.data
-    say(f"   dims {dict(data.sizes)}, dtype {data.dtype}, chunks per volume {data.data.chunksize}")
+    say(f"   dims {dict(data.sizes)}, dtype {data.dtype}, chunk shape {data.data.chunksize}")
     say(
         f"2. geometry: axcodes {''.join(data.nifti.axcodes)}, space {data.nifti.space}, "
         f"zooms {tuple(round(z, 3) for z in data.nifti.zooms)}"
