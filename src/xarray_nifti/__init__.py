@@ -10,8 +10,11 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers the .nifti accessor)
-from ._bids import BidsSidecarWarning
 from ._errors import (
+    BidsDatasetWarning,
+    BidsSidecarWarning,
+    EmptyMaskWarning,
+    LabelsResamplingWarning,
     NiftiFileChangedError,
     NiftiFormatError,
     NiftiHeaderWarning,
@@ -30,7 +33,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "BidsDatasetWarning",
     "BidsSidecarWarning",
+    "EmptyMaskWarning",
+    "LabelsResamplingWarning",
     "NiftiBackendEntrypoint",
     "NiftiFileChangedError",
     "NiftiFormatError",

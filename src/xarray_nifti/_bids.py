@@ -29,6 +29,8 @@ from functools import partial
 from typing import Any
 
 from ._bids_names import IMAGE_EXTENSIONS, parse_name
+from ._errors import BidsSidecarWarning
+from ._header import is_url
 
 __all__ = [
     "DESCRIPTION_FILE",
@@ -50,15 +52,6 @@ DESCRIPTION_FILE = "dataset_description.json"
 _MAX_DEPTH = 3
 TR_TOLERANCE = 1e-3  # seconds
 _INT64_LIMIT = 2**63  # larger JSON integers are stored as floats
-
-
-class BidsSidecarWarning(UserWarning):
-    """A BIDS JSON file is unreadable, or its ``RepetitionTime`` disagrees with the header.
-
-    The message names the JSON file (or the image) and the problem; the
-    image still opens, without the unreadable file's fields, and with both
-    TR values in attrs when they disagree.
-    """
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> str | None:
@@ -91,10 +84,6 @@ def sidecar_path(path: str | os.PathLike[str]) -> str | None:
         if lower.endswith(suffix):
             return text[: -len(suffix)] + ".json"
     return None
-
-
-def is_url(text: str) -> bool:
-    return "://" in text and not text.startswith("file://")
 
 
 def _attr_value(value: Any) -> Any:

@@ -54,3 +54,33 @@ class NiftiTimeAxisWarning(UserWarning):
     ``repetition_time`` attribute (else the smallest step). The message names
     the times and the TR written; ``.nifti.zooms`` reports the same TR.
     """
+
+
+class BidsDatasetWarning(UserWarning):
+    """Files of a BIDS dataset were left out of the listing or the tree.
+
+    Given once per dataset for images whose names or folders do not follow
+    BIDS (the message lists them), and per image that cannot be read when
+    ``open_datatree(..., on_error="warn")``.
+    """
+
+
+class BidsSidecarWarning(UserWarning):
+    """A BIDS JSON file is unreadable, or its ``RepetitionTime`` disagrees with the header.
+
+    The message names the JSON file (or the image) and the problem; the
+    image still opens, without the unreadable file's fields, and with both
+    TR values in attrs when they disagree.
+    """
+
+
+class EmptyMaskWarning(UserWarning):
+    """The computed brain mask is empty: the input is probably not a raw EPI series."""
+
+
+class LabelsResamplingWarning(UserWarning):
+    """Labels of an atlas vanished when it was resampled onto the data's grid.
+
+    The message names the labels; their regions are left out of the result
+    (nilearn's ``NiftiLabelsMasker`` drops them too).
+    """

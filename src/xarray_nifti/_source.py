@@ -42,7 +42,6 @@ from ._header import (
     _is_cifti,
     _sanitize_header,
 )
-from ._header import is_url as _is_url  # noqa: F401  (kept importable from here)
 from ._identity import FileStamp, stamp_local
 
 __all__ = ["DataLocation", "ImageSource", "open_fileobj", "open_single_path"]

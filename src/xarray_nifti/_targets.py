@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import _source
+from ._header import is_url
 from .array import NiftiBackendArray
 
 __all__ = ["SUFFIXES", "is_url", "output_paths", "refuse_overwriting_source", "suffix_of"]
@@ -24,14 +24,6 @@ SUFFIXES = {
     ".hdr.gz": (True, True),
     ".img.gz": (True, True),
 }
-
-
-def is_url(name: str) -> bool:
-    """Whether ``name`` is an fsspec URL (``s3://``, ``memory://``; not ``file://``).
-
-    The rule is the reader's, so that reading and writing agree on what a URL is.
-    """
-    return _source._is_url(name)  # type: ignore[attr-defined]
 
 
 def suffix_of(name: str) -> str:

@@ -38,6 +38,7 @@ from ._bids_names import (
     parse_name,
     split_extension,
 )
+from ._errors import BidsDatasetWarning
 
 __all__ = ["BidsDatasetWarning", "BidsFile", "BidsListing", "bids_files", "list_dataset"]
 
@@ -48,15 +49,6 @@ _PAIR_HEADERS = (".hdr", ".hdr.gz")
 _LABEL = re.compile(r"(sub|ses)-([a-zA-Z0-9]+)")
 _DATATYPE = re.compile(r"[a-z0-9]+")
 _SKIPPED_SHOWN = 20  # file names listed in the warning before "and N more"
-
-
-class BidsDatasetWarning(UserWarning):
-    """Files of a BIDS dataset were left out of the listing or the tree.
-
-    Given once per dataset for images whose names or folders do not follow
-    BIDS (the message lists them), and per image that cannot be read when
-    ``open_datatree(..., on_error="warn")``.
-    """
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from ._errors import EmptyMaskWarning
 from .grid import find_index, select_variable
 from .masking import grid_dims
 
@@ -27,10 +28,6 @@ UPPER_CUTOFF = 0.85
 OPENING = 2
 # nilearn smooths the mean with a FWHM of one voxel before thresholding.
 _SIGMA = 1.0 / np.sqrt(8 * np.log(2))
-
-
-class EmptyMaskWarning(UserWarning):
-    """The computed brain mask is empty: the input is probably not a raw EPI series."""
 
 
 def _smooth(mean: np.ndarray) -> np.ndarray:

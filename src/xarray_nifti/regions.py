@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 from xarray.groupers import UniqueGrouper
 
+from ._errors import LabelsResamplingWarning
 from .grid import find_index
 from .index import VoxelAffineIndex
 from .masking import (
@@ -46,14 +47,6 @@ REDUCTIONS: dict[str, str] = {
     "minimum": "min",
     "maximum": "max",
 }
-
-
-class LabelsResamplingWarning(UserWarning):
-    """Labels of an atlas vanished when it was resampled onto the data's grid.
-
-    The message names the labels; their regions are left out of the result
-    (nilearn's ``NiftiLabelsMasker`` drops them too).
-    """
 
 
 def label_values(labels: xr.DataArray, dims: list[str]) -> np.ndarray:
