@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import xarray as xr
-from tests.conftest import grid_dataset
+
+from helpers import grid_dataset
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
-from conftest import affines, spatial_shapes
+from helpers import affines, spatial_shapes
 from xarray_nifti.affine import (
     XFORM_CODES,
     axcodes,

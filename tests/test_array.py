@@ -14,8 +14,8 @@ import pytest
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conftest import run_in_threads
 
+from helpers import run_in_threads
 from xarray_nifti import NiftiFileChangedError
 from xarray_nifti import _readers as readers_module
 from xarray_nifti import _region as region_module

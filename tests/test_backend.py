@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from helpers import NIBABEL_DATA, process_cluster
 from xarray_nifti import NiftiBackendEntrypoint, NiftiFormatError
 from xarray_nifti import backend as backend_module
 from xarray_nifti._chunks import TARGET_CHUNK_BYTES, preferred_chunks, target_chunk_bytes
 
 DIMS = ("i", "j", "k", "time", "u", "v", "w")
 TIME_SCALE = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}
-NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
 NIBABEL_FILES = sorted(
     {
         Path(p).name
@@ -520,7 +520,7 @@ def test_open_mfdataset(make_image: Any, tmp_path: Path) -> None:
 
 
 def test_affine_and_metadata(make_image: Any) -> None:
-    from conftest import oblique_affine
+    from helpers import oblique_affine
 
     affine = oblique_affine(3)
     path = make_image(_ramp((5, 4, 3), np.int16), affine=affine, name="o.nii", descrip=b"hello")
@@ -708,15 +708,8 @@ def test_unknown_keyword_is_rejected(make_image: Any) -> None:
 
 
 def test_local_cluster_temporal_mean(make_image: Any) -> None:
-    distributed = pytest.importorskip("distributed")
     data = _ramp((8, 7, 6, 10), np.int16)
     path = make_image(data, name="bold.nii.gz", scl_slope=0.5, scl_inter=2.0)
-    with (
-        distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
-        ) as cluster,
-        distributed.Client(cluster),
-        xr.open_dataset(path, engine="nifti", chunks={}) as ds,
-    ):
+    with process_cluster(2), xr.open_dataset(path, engine="nifti", chunks={}) as ds:
         mean = ds["data"].mean("time").compute()
     np.testing.assert_allclose(mean.values, (data * 0.5 + 2.0).mean(axis=-1), rtol=1e-5)

@@ -20,7 +20,6 @@ import xarray as xr
 
 import xarray_nifti
 from test_bids_tree import Dataset, leaves, make_dataset, open_tree, time_mean
-from test_distributed import client  # noqa: F401  (the shared LocalCluster of worker processes)
 from test_remote import RequestLog, _Server  # the moto server that counts requests
 from xarray_nifti.bids import BidsDatasetWarning
 
@@ -139,7 +138,7 @@ def test_s3_open_reads_one_header_per_image_and_each_json_once(
 # -- on a dask.distributed cluster of worker processes -----------------------------------------
 
 
-def test_tree_computes_on_a_local_cluster(bids: Dataset, client: Any) -> None:  # noqa: F811
+def test_tree_computes_on_a_local_cluster(bids: Dataset, client: Any) -> None:
     tree = open_tree(bids.root, chunks={}, suffix="bold")
     means = tree.map_over_datasets(time_mean)
     futures = client.compute([node.data.data for node in leaves(means).values()])

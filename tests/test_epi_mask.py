@@ -18,7 +18,7 @@ from nilearn import datasets
 from nilearn.masking import compute_epi_mask
 
 import xarray_nifti
-from conftest import NIBABEL_DATA, oblique_affine
+from helpers import NIBABEL_DATA, oblique_affine
 from xarray_nifti.epi_mask import EmptyMaskWarning
 
 

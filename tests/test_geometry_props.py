@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from nibabel.affines import apply_affine
 from xarray.core.indexing import LazilyIndexedArray
 
-from conftest import affines, grid_dataset, spatial_shapes
+from helpers import affines, grid_dataset, spatial_shapes
 from xarray_nifti import VoxelAffineIndex
 
 SETTINGS = settings(max_examples=80, deadline=None)

@@ -17,7 +17,7 @@ from dask.base import tokenize
 from nibabel.affines import apply_affine
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
-from conftest import grid_dataset, oblique_affine
+from helpers import grid_dataset, oblique_affine, process_cluster, raising_scheduler
 from xarray_nifti import NiftiGeometry, VoxelAffineIndex, VoxelAffineTransform
 from xarray_nifti.index import WorldCoordinateVariable
 from xarray_nifti.transform import GRID_TOLERANCE_MM
@@ -72,10 +72,6 @@ def counter(monkeypatch: pytest.MonkeyPatch) -> Counter:
 
     monkeypatch.setattr(VoxelAffineTransform, "forward", counting)
     return count
-
-
-def raising_scheduler(*args: Any, **kwargs: Any) -> Any:
-    raise AssertionError("something was computed")
 
 
 # -- construction and display ----------------------------------------------------------------
@@ -761,7 +757,6 @@ def test_pickle_keeps_index_and_geometry(a: xr.Dataset) -> None:
 
 
 def test_local_cluster_sliced_and_reoriented(make_image: Callable[..., Path]) -> None:
-    distributed = pytest.importorskip("distributed")
     affine = oblique_affine(5)
     data = np.arange(8 * 9 * 10 * 2, dtype=np.int16).reshape(8, 9, 10, 2)
     path = make_image(data, affine, name="bold.nii.gz")
@@ -778,12 +773,7 @@ def test_local_cluster_sliced_and_reoriented(make_image: Callable[..., Path]) ->
     expected = nib.orientations.apply_orientation(sliced, ornt)
     expected_affine = sliced_affine @ nib.orientations.inv_ornt_aff(ornt, sliced.shape[:3])
 
-    with (
-        distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster),
-    ):
+    with process_cluster(2):
         computed = result.compute()
     np.testing.assert_array_equal(computed.data.values, expected)
     np.testing.assert_allclose(result.nifti.affine, expected_affine, atol=1e-5)

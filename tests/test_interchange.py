@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import NIBABEL_DATA, nifti_differences, oblique_affine
+from helpers import NIBABEL_DATA, nifti_differences, oblique_affine
 from xarray_nifti import transform as transform_module
 from xarray_nifti.interchange import GEOMETRY_ATTRS, decode, encode, from_nibabel
 

@@ -18,7 +18,7 @@ from nilearn import datasets
 from nilearn.maskers import NiftiMasker
 
 import xarray_nifti
-from conftest import affines, oblique_affine, spatial_shapes
+from helpers import affines, oblique_affine, spatial_shapes
 
 SHAPE = (9, 8, 7, 6)
 

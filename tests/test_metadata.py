@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import NIBABEL_DATA, oblique_affine
+from helpers import NIBABEL_DATA, oblique_affine
 from xarray_nifti._metadata import (
     attrs_from_header,
     build_header,

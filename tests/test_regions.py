@@ -19,8 +19,7 @@ from nilearn.maskers import NiftiLabelsMasker
 from scipy import ndimage
 
 import xarray_nifti
-from conftest import affines, oblique_affine, spatial_shapes
-from test_distributed import client  # noqa: F401  (the module's LocalCluster fixture)
+from helpers import affines, oblique_affine, spatial_shapes
 from xarray_nifti.regions import LabelsResamplingWarning
 
 SHAPE = (10, 9, 8, 7)
@@ -218,7 +217,7 @@ def test_mni152_template_over_a_slab_atlas() -> None:
 
 @pytest.mark.timeout(180)
 def test_regions_and_mask_on_a_cluster_of_processes(
-    client: Any,  # noqa: F811  (the fixture imported from test_distributed)
+    client: Any,
     files: dict[str, Path],
 ) -> None:
     data = xr.open_dataarray(files["scaled"], engine="nifti", chunks={}).chunk(time=2)

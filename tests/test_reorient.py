@@ -33,16 +33,12 @@ from xarray.core.indexing import (
     explicit_indexing_adapter,
 )
 
-from conftest import affines, grid_dataset, oblique_affine, spatial_shapes
+from helpers import affines, grid_dataset, oblique_affine, raising_scheduler, spatial_shapes
 from xarray_nifti import VoxelAffineIndex
 from xarray_nifti.reorient import TransposedLazyArray
 
 SETTINGS = settings(max_examples=60, deadline=None)
 CODES = ["RAS", "LPS", "LAS", "ASR", "IPL", "SRA", "PIR"]
-
-
-def raising_scheduler(*args: Any, **kwargs: Any) -> Any:
-    raise AssertionError("reorientation computed something")
 
 
 def the_index(obj: xr.Dataset | xr.DataArray) -> VoxelAffineIndex:

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from nibabel.affines import apply_affine, from_matvec
 from nibabel.eulerangles import euler2mat
 from nibabel.processing import resample_from_to
-from tests.conftest import grid_dataset, oblique_affine
 
 import xarray_nifti
+from helpers import grid_dataset, oblique_affine
 from xarray_nifti import _resample_engine
 
 

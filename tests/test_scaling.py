@@ -194,7 +194,7 @@ def test_stored_values_cannot_be_narrowed_silently(scaled: Path, tmp_path: Path)
 def test_float64_beyond_float32_fails_before_touching_the_target(
     chunks: int | None, tmp_path: Path
 ) -> None:
-    from conftest import grid_dataset
+    from helpers import grid_dataset
 
     values = np.ones((4, 4, 4))
     values[3, 3, 3] = 1e39  # float32 would store inf
@@ -210,7 +210,7 @@ def test_float64_beyond_float32_fails_before_touching_the_target(
 
 
 def test_complex_data_is_not_stored_as_real_silently(tmp_path: Path) -> None:
-    from conftest import grid_dataset
+    from helpers import grid_dataset
 
     values = np.full((2, 3, 4), 1 + 2j)
     ds = grid_dataset(np.eye(4), (2, 3, 4), data=values, chunks=None)

@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from helpers import NIBABEL_DATA
 from xarray_nifti import NiftiFormatError, NiftiTruncatedError
 from xarray_nifti._header import _check_raw_header, sniff_format
 from xarray_nifti._pairs import header_file_of
 from xarray_nifti._resolve import open_source
-
-NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
 
 # NIfTI-1 / Analyze field offsets
 DIM, DATATYPE, BITPIX, VOX_OFFSET, SCL_SLOPE, SCL_INTER, MAGIC = 40, 70, 72, 108, 112, 116, 344

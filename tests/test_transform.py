@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nibabel.affines import apply_affine
 
-from conftest import affines, oblique_affine, spatial_shapes
+from helpers import affines, oblique_affine, spatial_shapes
 from xarray_nifti.affine import grid_transform
 from xarray_nifti.transform import (
     GRID_TOLERANCE_MM,

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nibabel.affines import apply_affine
 
-from conftest import NIBABEL_DATA, nifti_differences, oblique_affine
+from helpers import NIBABEL_DATA, nifti_differences, oblique_affine
 from xarray_nifti import _slabs, writer
 
 # Files in nibabel/tests/data that nibabel loads and engine="nifti" opens.
