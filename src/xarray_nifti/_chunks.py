@@ -17,17 +17,23 @@ threads hold at once stay under a quarter of the image.
 
 from __future__ import annotations
 
-import dask.config
-from dask.utils import parse_bytes
+import sys
 
 __all__ = ["TARGET_CHUNK_BYTES", "preferred_chunks", "target_chunk_bytes"]
 
 TARGET_CHUNK_BYTES = 32 << 20
-_DASK_DEFAULT = parse_bytes("128MiB")
+_DASK_DEFAULT = 128 << 20  # dask's own array.chunk-size
 
 
 def target_chunk_bytes() -> int:
     """Bytes per preferred chunk: dask's ``array.chunk-size`` if the user set it, else ours."""
+    # A user who set dask's config has imported dask; importing it here only to read the
+    # default would cost every ``import xarray_nifti`` all of dask.
+    if "dask.config" not in sys.modules:
+        return TARGET_CHUNK_BYTES
+    import dask.config
+    from dask.utils import parse_bytes
+
     configured = dask.config.get("array.chunk-size", None)
     if configured is None:
         return TARGET_CHUNK_BYTES

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from scipy import ndimage
 
 from ._errors import EmptyMaskWarning
 from .grid import find_index, select_variable
@@ -31,6 +30,8 @@ _SIGMA = 1.0 / np.sqrt(8 * np.log(2))
 
 
 def _smooth(mean: np.ndarray) -> np.ndarray:
+    from scipy import ndimage  # scipy loads with the first mask, not with the package
+
     nan = np.isnan(mean)
     smoothed = np.where(np.isfinite(mean), mean, 0).astype(mean.dtype)
     for axis in range(3):
@@ -53,6 +54,8 @@ def _threshold(mean: np.ndarray) -> float:
 
 
 def _largest_component(selected: np.ndarray) -> np.ndarray:
+    from scipy import ndimage  # scipy loads with the first mask, not with the package
+
     labels, count = ndimage.label(selected)
     if count <= 1:
         return selected
@@ -75,6 +78,8 @@ def brain_mask_of_mean(mean: np.ndarray) -> np.ndarray:
     >>> int(ours.sum()), bool((ours == theirs.astype(bool)).all())
     (304, True)
     """
+    from scipy import ndimage  # scipy loads with the first mask, not with the package
+
     if mean.dtype.kind in "iu":
         mean = mean.astype(np.float64 if mean.dtype.itemsize == 8 else np.float32)
     smoothed = _smooth(mean)
