@@ -56,7 +56,7 @@ myst_heading_anchors = 3
 
 # -- autodoc / autosummary / numpydoc ------------------------------------------------------
 autosummary_generate = False  # the API pages list every object explicitly
-autodoc_typehints = "none"  # numpydoc "Parameters" sections carry the types
+autodoc_typehints = "signature"  # types in the signatures; numpydoc sections describe them
 autodoc_member_order = "bysource"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

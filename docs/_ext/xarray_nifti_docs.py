@@ -111,8 +111,13 @@ def run_cli_session(outdir: Path) -> None:
         shutil.copy(sample, work / sample.name)
         for name, args in CLI_SESSION:
             result = subprocess.run(
-                [*_cli_command(), *args], cwd=work, env=env, capture_output=True, text=True,
-                timeout=600, check=False,
+                [*_cli_command(), *args],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
             )
             if result.returncode != 0:
                 raise RuntimeError(

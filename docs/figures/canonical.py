@@ -35,10 +35,21 @@ def world_panel(ax, image, title):
     origin = image.nifti.voxel_to_world(0, 0, k)[:2]
     for axis, name, colour in ((0, "i", "tab:red"), (1, "j", "tab:blue")):
         step = image.nifti.affine[:2, axis] * 10
-        ax.annotate("", xy=(origin[0] + step[0], origin[1] + step[1]), xytext=origin,
-                    arrowprops={"color": colour, "width": 2, "headwidth": 8})
-        ax.text(origin[0] + 1.3 * step[0], origin[1] + 1.3 * step[1], name, color=colour,
-                fontweight="bold", ha="center", va="center")
+        ax.annotate(
+            "",
+            xy=(origin[0] + step[0], origin[1] + step[1]),
+            xytext=origin,
+            arrowprops={"color": colour, "width": 2, "headwidth": 8},
+        )
+        ax.text(
+            origin[0] + 1.3 * step[0],
+            origin[1] + 1.3 * step[1],
+            name,
+            color=colour,
+            fontweight="bold",
+            ha="center",
+            va="center",
+        )
     ax.set_aspect("equal")
     ax.set(title=title, xlabel="x (mm, right →)", ylabel="y (mm, anterior →)")
 
@@ -47,9 +58,12 @@ figure, axes = plt.subplots(2, 2, figsize=(8.0, 7.6), constrained_layout=True)
 panels = ((before, "before"), (after, "after to_canonical()"))
 for column, (image, name) in enumerate(panels):
     codes = "".join(image.nifti.axcodes)
-    axes[0, column].imshow(image.isel(k=image.sizes["k"] // 2).values.T, origin="lower",
-                           cmap="gray", interpolation="nearest")
-    axes[0, column].set(title=f"{name}: array ({codes})", xlabel="i (index)",
-                        ylabel="j (index)")
+    axes[0, column].imshow(
+        image.isel(k=image.sizes["k"] // 2).values.T,
+        origin="lower",
+        cmap="gray",
+        interpolation="nearest",
+    )
+    axes[0, column].set(title=f"{name}: array ({codes})", xlabel="i (index)", ylabel="j (index)")
     world_panel(axes[1, column], image, f"{name}: world")
 figure.savefig(OUT / "canonical.png", dpi=72)

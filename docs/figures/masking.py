@@ -17,6 +17,7 @@ X = bold.nifti.mask(bold.nifti.compute_mask())  # (time, voxel)
 pca = PCA(n_components=1).fit(X.values)
 component = X.isel(time=0, drop=True).copy(data=pca.components_[0])
 image = component.nifti.unmask()  # back on the grid, 0 outside the brain
-figure = image.nifti.plot(at=(-40.0, 60.0, 30.0), cmap="RdBu_r", vmin=-0.01, vmax=0.01,
-                          figsize=(9.0, 3.3))
+figure = image.nifti.plot(
+    at=(-40.0, 60.0, 30.0), cmap="RdBu_r", vmin=-0.01, vmax=0.01, figsize=(9.0, 3.3)
+)
 figure.savefig(OUT / "masking_pca.png", dpi=80)

@@ -15,7 +15,6 @@ path = Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"
 bold = xr.open_dataset(path, engine="nifti", chunks={}).data
 mean = bold.mean("time").nifti.to_canonical()  # still lazy
 image = mean.nifti.to_nibabel()  # a Nifti1Image; nibabel reads the dask array when asked
-display = plotting.plot_epi(image, cut_coords=(-40, 60, 30),
-                            title="mean EPI (xarray-nifti)")
+display = plotting.plot_epi(image, cut_coords=(-40, 60, 30), title="mean EPI (xarray-nifti)")
 display.savefig(OUT / "nilearn_epi.png", dpi=80)
 display.close()

@@ -14,6 +14,5 @@ path = Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"
 mean = xr.open_dataset(path, engine="nifti", chunks={}).data.mean("time")
 for convention in ("neurological", "radiological"):
     # a point 30 mm to the subject's left of the scan centre (x = -10 mm)
-    figure = mean.nifti.plot(at=(-40.0, 60.0, 30.0), convention=convention,
-                             figsize=(9.0, 3.3))
+    figure = mean.nifti.plot(at=(-40.0, 60.0, 30.0), convention=convention, figsize=(9.0, 3.3))
     figure.savefig(OUT / f"orthoview_{convention}.png", dpi=80)

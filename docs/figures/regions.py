@@ -16,6 +16,5 @@ brain = bold.nifti.compute_mask()
 right = brain.x > float(brain.x.mean())  # world x grows to the subject's right
 upper = brain.z > float(brain.z.mean())
 atlas = xr.where(brain, 1 + right + 2 * upper, 0).astype("int16")
-figure = atlas.nifti.plot(at=(-40.0, 60.0, 30.0), cmap="tab10", vmin=0, vmax=9,
-                          figsize=(9.0, 3.3))
+figure = atlas.nifti.plot(at=(-40.0, 60.0, 30.0), cmap="tab10", vmin=0, vmax=9, figsize=(9.0, 3.3))
 figure.savefig(OUT / "regions.png", dpi=80)

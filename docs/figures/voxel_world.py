@@ -34,15 +34,29 @@ right.plot(y0, z0, "o", color="orange")
 for axis, colour in ((1, "tab:red"), (2, "tab:blue")):  # where the j and k axes point
     step = bold.nifti.affine[1:3, axis] * 12
     start = bold.nifti.voxel_to_world(64, 6, 3)[1:]  # near the first voxel
-    right.annotate("", xy=(start[0] + step[0], start[1] + step[1]), xytext=start,
-                   arrowprops={"color": colour, "width": 2, "headwidth": 8})
+    right.annotate(
+        "",
+        xy=(start[0] + step[0], start[1] + step[1]),
+        xytext=start,
+        arrowprops={"color": colour, "width": 2, "headwidth": 8},
+    )
     label = "jk"[axis - 1] + " axis"
-    right.text(start[0] + step[0] * 1.6, start[1] + step[1] * 1.6, label,
-               color=colour, fontweight="bold", ha="center", va="center",
-               bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
+    right.text(
+        start[0] + step[0] * 1.6,
+        start[1] + step[1] * 1.6,
+        label,
+        color=colour,
+        fontweight="bold",
+        ha="center",
+        va="center",
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1},
+    )
 right.set_aspect("equal")
-right.set(title="world space: RAS+ mm (oblique grid)", xlabel="y (mm, anterior →)",
-          ylabel="z (mm, superior →)")
+right.set(
+    title="world space: RAS+ mm (oblique grid)",
+    xlabel="y (mm, anterior →)",
+    ylabel="z (mm, superior →)",
+)
 title = f"voxel {marked} → world ({x0:.1f}, {y0:.1f}, {z0:.1f}) mm"
 figure.suptitle(title, fontsize=10)
 figure.savefig(OUT / "voxel_world.png", dpi=80)

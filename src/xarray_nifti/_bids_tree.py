@@ -155,7 +155,7 @@ def bids_groups(
     on_error
         ``"raise"`` (default): an image that cannot be opened stops with its
         error, which names the file. ``"warn"``: it is left out with a
-        :class:`~xarray_nifti.bids.BidsDatasetWarning` naming it and the
+        :class:`~xarray_nifti.BidsDatasetWarning` naming it and the
         error, and the rest of the tree opens.
     """
     if on_error not in ("raise", "warn"):

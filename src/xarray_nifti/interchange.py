@@ -125,7 +125,9 @@ def _expand_key(key: Any, ndim: int) -> tuple[Any, ...]:
     return tuple(items) + (slice(None),) * (ndim - len(items))
 
 
-def to_nibabel(array: xr.DataArray, *, version: int | None = None, dtype: Any = None) -> Any:
+def to_nibabel(
+    array: xr.DataArray, *, version: int | None = None, dtype: Any = None
+) -> nib.Nifti1Image:
     """A ``Nifti1Image``/``Nifti2Image`` with the header ``to_nifti`` would write.
 
     The image's data object is lazy: the array (in NIfTI axis order, values

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
 from .affine import voxel_sizes
 from .grid import current_affine, find_index
+
+if TYPE_CHECKING:  # matplotlib is optional: the plot extra
+    from matplotlib.figure import Figure
 
 __all__ = ["orthoview"]
 
@@ -134,7 +137,7 @@ def orthoview(
     vmin: float | None = None,
     vmax: float | None = None,
     figsize: tuple[float, float] | None = None,
-) -> Any:
+) -> Figure:
     """Plot sagittal, coronal and axial slices through a world point.
 
     The image is first reoriented lazily to the closest RAS+ grid (flips and
@@ -202,7 +205,8 @@ def orthoview(
     figure.suptitle(
         f"{convention} view at (x, y, z) = ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm", fontsize=10
     )
-    return figure
+    made: Figure = figure
+    return made
 
 
 def _draw(
