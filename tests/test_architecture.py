@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,27 @@ def test_no_import_cycles() -> None:
 
     cycles = [c for name in graph if (c := cycle_from(name))]
     assert cycles == [], f"import cycles: {cycles}"
+
+
+def test_module_map_in_the_contributing_page_matches_the_imports() -> None:
+    page = (PACKAGE.parents[1] / "docs" / "contributing.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "`" in line]
+    layer_of: dict[str, int] = {}
+    for number, row in enumerate(rows):
+        for name in re.findall(r"`([a-z_]+)`", row.split("|")[2]):
+            layer_of[name] = number
+    modules = {path.stem for path in MODULES} - {"__init__"}
+    assert modules - set(layer_of) == set(), "modules missing from the module map"
+    upward = []
+    for path in MODULES:
+        if path.stem == "__init__":
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node, _ in _relative_imports(tree):
+            names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+            upward += [
+                (path.stem, name)
+                for name in names
+                if name in layer_of and layer_of[name] > layer_of[path.stem]
+            ]
+    assert upward == [], f"imports that point down the module map: {upward}"
