@@ -171,3 +171,16 @@ def test_plot_keeps_the_users_matplotlib_backend(nibabel_data, tmp_path) -> None
     )
     assert out.stdout.split() == ["svg", "False"]
     assert (tmp_path / "views.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import xarray as xr
+
+    from helpers import NIBABEL_DATA
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if not installed
+    image = xr.open_dataarray(NIBABEL_DATA / "example4d.nii.gz", engine="nifti")
+    with pytest.raises(ImportError, match=r'pip install "xarray-nifti\[plot\]"'):
+        image.nifti.plot()

@@ -31,6 +31,7 @@ from typing import Any
 from ._bids_names import IMAGE_EXTENSIONS, parse_name
 from ._errors import BidsSidecarWarning
 from ._header import is_url
+from ._optional import require
 
 __all__ = [
     "DESCRIPTION_FILE",
@@ -110,10 +111,7 @@ def _attr_value(value: Any) -> Any:
 def read_text(name: str, storage_options: Mapping[str, Any] | None) -> str | None:
     """The text of a local or remote file, or ``None`` when it does not exist."""
     if is_url(name):
-        try:
-            import fsspec
-        except ImportError:  # pragma: no cover - fsspec comes with URL support
-            return None
+        fsspec = require("fsspec", "remote", f"reading {name}")
         fs, fs_path = fsspec.core.url_to_fs(name, **dict(storage_options or {}))
         try:
             # One GET; asking first whether the file exists would cost another request.

@@ -16,6 +16,7 @@ from typing import Any
 
 from ._header import _checked_path, is_url
 from ._identity import stamp_fsspec
+from ._optional import require
 from ._pairs import is_pair_path, open_fsspec_pair, open_pair_path
 from ._source import ImageSource, open_fileobj, open_single_path
 
@@ -78,12 +79,7 @@ def open_source(filename_or_obj: Any, storage_options: dict[str, Any] | None = N
 
 
 def _open_url(url: str, storage_options: dict[str, Any]) -> ImageSource:
-    try:
-        import fsspec
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"reading {url} needs fsspec: pip install 'xarray-nifti[remote]'"
-        ) from err
+    fsspec = require("fsspec", "remote", f"reading {url}")
     open_file = fsspec.open(url, mode="rb", **storage_options)
     return _open_fsspec(open_file, url)
 

@@ -39,6 +39,7 @@ from ._bids_names import (
     split_extension,
 )
 from ._errors import BidsDatasetWarning
+from ._optional import require
 
 __all__ = ["BidsDatasetWarning", "BidsFile", "BidsListing", "bids_files", "list_dataset"]
 
@@ -80,8 +81,7 @@ def _fs_and_root(root: str | os.PathLike[str], storage_options: Mapping[str, Any
     if not is_url(text):
         local = text[len("file://") :] if text.startswith("file://") else text
         return None, os.path.abspath(local).replace(os.sep, "/").rstrip("/") or "/"
-    import fsspec  # fsspec is an optional dependency, needed only for URLs
-
+    fsspec = require("fsspec", "remote", f"opening {text}")
     fs, fs_path = fsspec.core.url_to_fs(text, **dict(storage_options or {}))
     return fs, fs.unstrip_protocol(fs_path.rstrip("/"))
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from ._optional import require
 from .affine import voxel_sizes
 from .grid import current_affine, find_index
 
@@ -45,12 +46,8 @@ class _View:
 
 
 def _figure_class() -> Any:
-    try:
-        import matplotlib  # noqa: F401  (a missing matplotlib fails here, not as a submodule)
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise ImportError("plotting needs matplotlib: pip install 'xarray-nifti[plot]'") from err
-    return Figure
+    require("matplotlib", "plot", "plotting")  # a missing matplotlib fails here, not later
+    return require("matplotlib.figure", "plot", "plotting").Figure
 
 
 def _select_volume(array: xr.DataArray, time: int | None) -> xr.DataArray:
