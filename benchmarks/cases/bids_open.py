@@ -22,13 +22,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import tempfile
-import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,7 @@ import dask.array  # noqa: F401  (import cost paid before any timing)
 import nibabel as nib
 import numpy as np
 import xarray as xr
+from _common import best_of, report
 
 import xarray_nifti
 from xarray_nifti.backend import NiftiBackendEntrypoint
@@ -87,18 +85,6 @@ def make_dataset(root: Path, n_images: int, extension: str) -> list[Path]:
             paths.append(path)
     (root / "participants.tsv").write_text("\n".join(rows) + "\n")
     return paths
-
-
-def best_of(repeat: int, functions: dict[str, Callable[[], Any]]) -> dict[str, float]:
-    """Best wall time of each function, runs interleaved so that machine noise hits all."""
-    best = dict.fromkeys(functions, float("inf"))
-    for _ in range(repeat):
-        for name, fn in functions.items():
-            gc.collect()
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def ours(root: Path, chunks: Any) -> xr.DataTree:
@@ -185,12 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"| {parts['nibabel']:.3f} s | {parts[part] / parts['nibabel']:.2f}× "
                     "| (breakdown) | |"
                 )
-    print("| case | ours | nibabel (nib.load(path).header) | ratio | target | met? |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    for failure in failures:
-        print(f"\nFAILED {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return report(rows, "nibabel (nib.load(path).header)", failures)
 
 
 if __name__ == "__main__":

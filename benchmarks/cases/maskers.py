@@ -29,24 +29,22 @@ The targets are about the full size: on ``--quick`` inputs fixed costs
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dask
 import dask.array
 import nibabel as nib
 import numpy as np
 import xarray as xr
+from _common import best_of, report
 from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
 from scipy.spatial import cKDTree
 
@@ -213,18 +211,6 @@ def run_child(op: str, path: Path, other: Path, chunk_size: str = "") -> dict[st
     return result
 
 
-def best_of(repeat: int, functions: dict[str, Callable[[], Any]]) -> dict[str, float]:
-    """Best wall time of each function, runs interleaved so that machine noise hits all."""
-    best = dict.fromkeys(functions, float("inf"))
-    for _ in range(repeat):
-        for name, fn in functions.items():
-            gc.collect()
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
-
-
 def check(label: str, got: np.ndarray, expected: np.ndarray) -> str | None:
     """ours decodes int16 × slope as float32 (xarray's rule), nibabel as float64."""
     if got.shape != expected.shape:
@@ -340,12 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:
                 failures.append(f"{case}: crashed\n{traceback.format_exc()}")
                 rows.append(f"| {case} | FAILED | | | | no |")
-    print("| case | ours | nilearn | ratio | target | met? |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    for failure in failures:
-        print(f"\nFAILED {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return report(rows, "nilearn", failures)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from _common import report
 
 IMPORT_RATIO_TARGET = 1.2
 FIRST_OPEN_TARGET_S = 0.1
@@ -179,12 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass
         except subprocess.CalledProcessError as err:
             failures.append(f"a child process crashed:\n{err.stderr}")
-    print("| case | ours | reference | ratio | target | met? |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    for failure in failures:
-        print(f"\nFAILED {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return report(rows, "reference", failures)
 
 
 if __name__ == "__main__":

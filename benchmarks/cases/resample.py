@@ -16,13 +16,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import tempfile
-import time
 import traceback
 import warnings
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ from nilearn.image import resample_img
 import xarray_nifti  # noqa: F401  (registers the engine and the accessor)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import best_of, report
 from benchmarks import _data
 
 TARGET_RATIO = 1.5
@@ -97,18 +95,6 @@ def make_inputs(folder: Path, quick: bool) -> list[tuple[str, Path, np.ndarray, 
         (f"{name} {'×'.join(map(str, shape))} {what}", path, *_covering_grid(path, zoom))
         for name, shape, what, path, zoom in images
     ]
-
-
-def best_of(repeat: int, functions: dict[str, Callable[[], Any]]) -> dict[str, float]:
-    """Best wall time of each function, runs interleaved so that machine noise hits all."""
-    best = dict.fromkeys(functions, float("inf"))
-    for _ in range(repeat):
-        for name, fn in functions.items():
-            gc.collect()
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def ours(path: Path, target: tuple[np.ndarray, Any], order: int, chunks: Any) -> np.ndarray:
@@ -203,12 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"| {name} | {times[kind]:.3f} s | {times['nilearn']:.3f} s "
                         f"| {ratio:.2f}× | ≤ {TARGET_RATIO}× | {met} |"
                     )
-    print("| case | ours | reference (nilearn resample_img) | ratio | target | met? |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    for failure in failures:
-        print(f"\nFAILED {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return report(rows, "reference (nilearn resample_img)", failures)
 
 
 if __name__ == "__main__":
