@@ -19,8 +19,8 @@ import pytest
 import xarray as xr
 
 import xarray_nifti
+from s3_server import RequestLog, s3_endpoint
 from test_bids_tree import Dataset, leaves, make_dataset, open_tree, time_mean
-from test_remote import RequestLog, _Server  # the moto server that counts requests
 from xarray_nifti.bids import BidsDatasetWarning
 
 
@@ -45,34 +45,13 @@ class Bucket:
 
 @pytest.fixture(scope="module")
 def bucket(bids: Dataset) -> Any:
-    boto3 = pytest.importorskip("boto3")
-    log = RequestLog()
-    server = _Server(log)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    s3_client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    s3_client.create_bucket(Bucket=BUCKET)
-    keys = {}
-    for path in sorted(bids.root.rglob("*")):
-        if path.is_file():
-            keys[path] = "ds/" + path.relative_to(bids.root).as_posix()
-            s3_client.upload_file(str(path), BUCKET, keys[path])
-    options = {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
-    try:
-        yield Bucket(f"s3://{BUCKET}/ds", options, log, keys)
-    finally:
-        server.stop()
+    with s3_endpoint(BUCKET) as endpoint:
+        keys = {}
+        for path in sorted(bids.root.rglob("*")):
+            if path.is_file():
+                keys[path] = "ds/" + path.relative_to(bids.root).as_posix()
+                endpoint.client.upload_file(str(path), BUCKET, keys[path])
+        yield Bucket(f"s3://{BUCKET}/ds", endpoint.options, endpoint.log, keys)
 
 
 def test_s3_tree_equals_the_local_tree(bids: Dataset, bucket: Bucket) -> None:

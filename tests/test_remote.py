@@ -1,10 +1,8 @@
 """Remote images over S3, against a real S3-compatible server on 127.0.0.1.
 
-The fixture runs moto's server (the Flask/werkzeug app behind ``moto_server``)
-in a thread on a free port, wrapped in a small WSGI middleware that logs every
-request: its method, object key, ``Range`` header and the bytes of the body
-served. That is how the tests count what a read costs: at the server, not by
-trusting the client.
+The fixture runs moto's server on a free port behind a middleware that logs
+every request (``tests/s3_server.py``). That is how the tests count what a
+read costs: at the server, not by trusting the client.
 """
 
 from __future__ import annotations
@@ -14,10 +12,9 @@ import json
 import mmap
 import pickle
 import socket
-import threading
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import nibabel as nib
@@ -25,87 +22,15 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from s3_server import RequestLog, s3_endpoint
 from xarray_nifti import NiftiFileChangedError
 
 pytest.importorskip("s3fs")
 boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
-werkzeug_serving = pytest.importorskip("werkzeug.serving")
 
 BUCKET = "nifti-test"
 SHAPE = (64, 64, 32, 20)  # int16: 256 KiB per volume, 5 MiB per file
 TR = 2.0
-
-
-@dataclass
-class RequestLog:
-    """What the server was asked for and what it sent (thread-safe)."""
-
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, entry: dict[str, Any]) -> None:
-        with self.lock:
-            self.entries.append(entry)
-
-    def clear(self) -> None:
-        with self.lock:
-            self.entries.clear()
-
-    def gets(self, key: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [e for e in self.entries if e["method"] == "GET" and e["key"] == key]
-
-    def bytes_sent(self, key: str) -> int:
-        return sum(e["bytes"] for e in self.gets(key))
-
-
-class _Counting:
-    """WSGI middleware: log each request and count the body bytes sent back."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]], log: RequestLog) -> None:
-        self.app = app
-        self.log = log
-
-    def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterator[bytes]:
-        path = environ.get("PATH_INFO", "")
-        entry = {
-            "method": environ["REQUEST_METHOD"],
-            "key": path.split("/", 2)[2] if path.count("/") >= 2 else "",
-            "range": environ.get("HTTP_RANGE"),
-            "bytes": 0,
-        }
-        self.log.add(entry)
-        for chunk in self.app(environ, start_response):
-            entry["bytes"] += len(chunk)
-            yield chunk
-
-
-class _QuietHandler(werkzeug_serving.WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        """No access log on stderr (the middleware keeps its own)."""
-
-
-class _Server(moto_server.ThreadedMotoServer):
-    """moto's threaded server with the counting middleware in front."""
-
-    def __init__(self, log: RequestLog) -> None:
-        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
-        self.log = log
-
-    def _server_entry(self) -> None:
-        app = moto_server.DomainDispatcherApplication(moto_server.create_backend_app)
-        self._server = werkzeug_serving.make_server(
-            self._ip_address,
-            self._port,
-            _Counting(app, self.log),
-            threaded=True,
-            request_handler=_QuietHandler,
-        )
-        self._server_ready_event.set()
-        self._server.serve_forever()
 
 
 @dataclass
@@ -132,43 +57,24 @@ def _moto_auth(url: str, count: str) -> None:
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
-    log = RequestLog()
-    server = _Server(log)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=BUCKET)
-    folder = tmp_path_factory.mktemp("s3")
-    data = np.random.default_rng(0).integers(0, 1000, SHAPE).astype(np.int16)
-    img = nib.Nifti1Image(data, np.diag([3.0, 3.0, 4.0, 1.0]))
-    img.header.set_xyzt_units("mm", "sec")
-    img.header["pixdim"][4] = TR
-    sizes = {}
-    for key in ("sub-01_task-rest_bold.nii", "sub-01_task-rest_bold.nii.gz"):
-        nib.save(img, folder / key)
-        client.upload_file(str(folder / key), BUCKET, key)
-        sizes[key] = (folder / key).stat().st_size
-    client.put_object(
-        Bucket=BUCKET,
-        Key="sub-01_task-rest_bold.json",
-        Body=json.dumps({"RepetitionTime": TR, "SliceTiming": [0.0, 1.0], "TaskName": "rest"}),
-    )
-    options = {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"},
-    }
-    try:
-        yield S3(url, log, options, sizes, data, client)
-    finally:
-        server.stop()
+    with s3_endpoint(BUCKET) as endpoint:
+        client = endpoint.client
+        folder = tmp_path_factory.mktemp("s3")
+        data = np.random.default_rng(0).integers(0, 1000, SHAPE).astype(np.int16)
+        img = nib.Nifti1Image(data, np.diag([3.0, 3.0, 4.0, 1.0]))
+        img.header.set_xyzt_units("mm", "sec")
+        img.header["pixdim"][4] = TR
+        sizes = {}
+        for key in ("sub-01_task-rest_bold.nii", "sub-01_task-rest_bold.nii.gz"):
+            nib.save(img, folder / key)
+            client.upload_file(str(folder / key), BUCKET, key)
+            sizes[key] = (folder / key).stat().st_size
+        client.put_object(
+            Bucket=BUCKET,
+            Key="sub-01_task-rest_bold.json",
+            Body=json.dumps({"RepetitionTime": TR, "SliceTiming": [0.0, 1.0], "TaskName": "rest"}),
+        )
+        yield S3(endpoint.url, endpoint.log, endpoint.options, sizes, data, client)
 
 
 def s3_url(key: str) -> str:

@@ -11,7 +11,9 @@ import sys
 import tempfile
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dask
 import dask.array as da
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 from nibabel.affines import apply_affine
 
 from helpers import NIBABEL_DATA, nifti_differences, oblique_affine
+from s3_server import s3_endpoint
 from xarray_nifti import _slabs, writer
 
 # Files in nibabel/tests/data that nibabel loads and engine="nifti" opens.
@@ -1158,32 +1161,10 @@ def test_url_write_failure_leaves_no_object(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def moto_s3() -> object:
-    """A moto S3 server on 127.0.0.1 (as tests/test_remote.py starts it) with one bucket."""
-    pytest.importorskip("s3fs")
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket="written")
-    options = {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"},
-    }
-    try:
-        yield options
-    finally:
-        server.stop()
+def moto_s3() -> Iterator[dict[str, Any]]:
+    """A moto S3 server on 127.0.0.1 with one bucket; yields s3fs ``storage_options``."""
+    with s3_endpoint("written") as endpoint:
+        yield endpoint.options
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".hdr"])
