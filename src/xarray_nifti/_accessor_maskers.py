@@ -7,18 +7,17 @@ classes inherit these members, so they are documented and used as
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 import xarray as xr
 
 from .epi_mask import compute_mask as compute_epi_mask
+from .grid import T_Xarray
 from .masking import mask as mask_voxels
 from .masking import unmask as unmask_voxels
 from .regions import regions as region_signals
 
-__all__ = ["MaskerMembers", "T_Xarray"]
-
-T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
+__all__ = ["MaskerMembers"]
 
 
 class MaskerMembers(Generic[T_Xarray]):

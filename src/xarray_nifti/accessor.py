@@ -10,10 +10,10 @@ import numpy as np
 import xarray as xr
 
 from . import affine as affine_maths
-from ._accessor_maskers import MaskerMembers, T_Xarray
+from ._accessor_maskers import MaskerMembers
 from ._metadata import time_step
 from ._nifti_plan import time_seconds
-from .grid import current_affine, find_index, restore_grid, select_variable, set_space
+from .grid import T_Xarray, current_affine, find_index, restore_grid, select_variable, set_space
 from .index import VoxelAffineIndex
 from .interchange import decode, encode, to_nibabel
 from .plot import orthoview

@@ -18,6 +18,7 @@ from .index import VoxelAffineIndex, WorldCoordinateArray
 from .transform import SPATIAL_DIMS, WORLD_COORDS, VoxelAffineTransform
 
 __all__ = [
+    "T_Xarray",
     "axis_order",
     "current_affine",
     "find_index",

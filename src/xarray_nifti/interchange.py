@@ -7,21 +7,20 @@ import io
 import json
 from collections.abc import Mapping
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import xarray as xr
 from xarray.coding.common import lazy_elemwise_func
 
-from .grid import find_index
+from .grid import T_Xarray, find_index
 from .index import VoxelAffineIndex
 from .transform import NiftiGeometry
 from .writer import plan_nifti
 
 __all__ = ["GEOMETRY_ATTRS", "decode", "encode", "from_nibabel", "to_nibabel"]
 
-T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
 
 #: Attribute names that ``encode`` writes and ``decode`` reads.
 GEOMETRY_ATTRS = (

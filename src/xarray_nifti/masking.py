@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Hashable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from .grid import find_index, select_variable
+from .grid import T_Xarray, find_index, select_variable
 from .index import VoxelAffineIndex, grid_mismatch_message
 from .interchange import decode, encode, from_nibabel
 
@@ -37,7 +37,6 @@ __all__ = [
     "unmask",
 ]
 
-T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
 
 #: Name of the dimension of masked (flattened) voxels.
 VOXEL_DIM = "voxel"

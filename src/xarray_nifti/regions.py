@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import xarray as xr
 from xarray.groupers import UniqueGrouper
 
 from ._errors import LabelsResamplingWarning
-from .grid import find_index
+from .grid import T_Xarray, find_index
 from .index import VoxelAffineIndex
 from .masking import (
     VOXEL_DIM,
@@ -31,7 +31,6 @@ from .resample import resample_to
 
 __all__ = ["REDUCTIONS", "REGION_DIM", "LabelsResamplingWarning", "label_values", "regions"]
 
-T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
 
 #: Name of the dimension of region signals.
 REGION_DIM = "region"

@@ -11,7 +11,7 @@ which maps each basic or outer indexer back onto the untransposed array.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -26,13 +26,11 @@ from xarray.core.indexing import (
 )
 
 from .affine import orientation_plan
-from .grid import find_index, with_index
+from .grid import T_Xarray, find_index, with_index
 from .index import VoxelAffineIndex
 from .transform import NiftiGeometry, VoxelAffineTransform
 
 __all__ = ["TransposedLazyArray", "reorient"]
-
-T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
 
 
 def _is_identity(order: Sequence[int]) -> bool:

@@ -7,20 +7,19 @@ chunks); :mod:`xarray_nifti._resample_engine` does the array maths.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
 
 from ._resample_engine import MARGIN, default_block_shape, is_dask, resample_dask, resample_numpy
 from .affine import inverse_affine
-from .grid import axis_order, current_affine, find_index
+from .grid import T_Xarray, axis_order, current_affine, find_index
 from .index import VoxelAffineIndex
 from .transform import NiftiGeometry
 
 __all__ = ["output_dtype", "resample_to"]
 
-T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
 
 Chunks = int | str | Sequence[int] | Mapping[Hashable, int] | None
 
