@@ -56,16 +56,6 @@ class MaskerMembers(Generic[T_Xarray]):
             If the mask is not on the data's grid (resample it first with
             ``mask.nifti.resample_to(data, order=0)``), is not binary, or is
             empty.
-
-        Examples
-        --------
-        >>> import os, numpy as np, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> bold = xr.open_dataarray(os.path.join(data_path, "example4d.nii.gz"), engine="nifti")
-        >>> brain = bold.mean("time") > 1000
-        >>> masked = bold.nifti.mask(brain)
-        >>> masked.dims, masked.sizes["voxel"] == int(brain.sum())
-        (('time', 'voxel'), True)
         """
         return mask_voxels(self._obj, mask)
 
@@ -91,16 +81,6 @@ class MaskerMembers(Generic[T_Xarray]):
         ValueError
             If there is no ``voxel`` dim, or its ``i, j, k`` coordinates or
             the grid attributes on them were dropped.
-
-        Examples
-        --------
-        >>> import os, numpy as np, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> bold = xr.open_dataarray(os.path.join(data_path, "example4d.nii.gz"), engine="nifti")
-        >>> masked = bold.nifti.mask(bold.mean("time") > 1000)
-        >>> back = (masked - masked.mean("time")).nifti.unmask()
-        >>> back.dims, back.nifti.axcodes
-        (('i', 'j', 'k', 'time'), ('L', 'A', 'S'))
         """
         return unmask_voxels(self._obj, fill_value)
 
@@ -138,17 +118,6 @@ class MaskerMembers(Generic[T_Xarray]):
         ValueError
             For an unknown ``reduce``, labels that are not whole numbers, or
             an atlas with no labelled voxel on the data's grid.
-
-        Examples
-        --------
-        >>> import os, numpy as np, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> bold = xr.open_dataarray(os.path.join(data_path, "example4d.nii.gz"), engine="nifti")
-        >>> halves = (bold.isel(time=0, drop=True) * 0 + 1).astype("int16")
-        >>> halves[64:] = 2
-        >>> signals = bold.nifti.regions(halves, names={1: "left", 2: "right"})
-        >>> signals.dims, signals["name"].values.tolist()
-        (('time', 'region'), ['left', 'right'])
         """
         return region_signals(self._obj, labels, reduce=reduce, names=names)
 
@@ -170,14 +139,5 @@ class MaskerMembers(Generic[T_Xarray]):
         xarray.DataArray
             Boolean, named ``mask``, on the image's grid (with its index, so
             it can be passed to :meth:`mask` or saved with ``to_nifti``).
-
-        Examples
-        --------
-        >>> import os, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> ds = xr.open_dataset(os.path.join(data_path, "example4d.nii.gz"), engine="nifti")
-        >>> brain = ds.nifti.compute_mask()
-        >>> brain.dtype, brain.dims, int(brain.sum())
-        (dtype('bool'), ('i', 'j', 'k'), 84767)
         """
         return compute_epi_mask(self._obj, var=var)

@@ -53,15 +53,6 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
 
         Its columns follow the object's spatial dims in their current order;
         an axis dropped by integer selection keeps its column (last).
-
-        Examples
-        --------
-        >>> import os, nibabel, numpy as np, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> path = os.path.join(data_path, "example4d.nii.gz")
-        >>> ds = xr.open_dataset(path, engine="nifti")
-        >>> bool(np.allclose(ds.nifti.affine, nibabel.load(path).affine))
-        True
         """
         return current_affine(self._obj, self._index)
 
@@ -100,34 +91,48 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
         return dict(obj.attrs)
 
     def voxel_to_world(self, i: Any, j: Any, k: Any) -> tuple[Any, Any, Any]:
-        """World RAS+ mm of voxel coordinates, same kind as the input.
+        """World positions (RAS+ mm) of voxel coordinates, through :attr:`affine`.
 
-        Examples
-        --------
-        >>> import os, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> path = os.path.join(data_path, "anatomical.nii")
-        >>> ds = xr.open_dataset(path, engine="nifti")
-        >>> [round(float(c), 2) for c in ds.nifti.voxel_to_world(0, 0, 0)]
-        [32.0, -40.0, -16.0]
+        Parameters
+        ----------
+        i, j, k
+            Voxel coordinates along the spatial dims in their current order:
+            numbers, numpy arrays or DataArrays (broadcast against each
+            other), whole or fractional.
+
+        Returns
+        -------
+        tuple
+            ``(x, y, z)`` in mm, each of the same kind as the input (a float
+            for numbers, an array for arrays, a DataArray for DataArrays).
         """
         return _apply(self.affine, i, j, k)
 
     def world_to_voxel(
         self, x: Any, y: Any, z: Any, *, round: bool = False
     ) -> tuple[Any, Any, Any]:
-        """Continuous voxel coordinates ``(i, j, k)`` of world points (``round=True``: ints).
+        """Voxel coordinates of world points (RAS+ mm): the inverse of :meth:`voxel_to_world`.
 
-        Raises ``ValueError`` when the affine is singular.
+        Parameters
+        ----------
+        x, y, z
+            World positions in mm: numbers, numpy arrays or DataArrays.
+        round
+            Round to the nearest voxel and return integers (``int`` for
+            numbers, int64 arrays otherwise); by default the continuous
+            coordinates are returned as floats.
 
-        Examples
-        --------
-        >>> import os, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> path = os.path.join(data_path, "anatomical.nii")
-        >>> ds = xr.open_dataset(path, engine="nifti")
-        >>> ds.nifti.world_to_voxel(32.0, -40.0, -16.0, round=True)
-        (0, 0, 0)
+        Returns
+        -------
+        tuple
+            ``(i, j, k)`` along the spatial dims in their current order, each
+            of the same kind as the input. Points outside the image give
+            coordinates outside ``0 .. size - 1``.
+
+        Raises
+        ------
+        ValueError
+            If the affine is singular (a zero voxel size or collinear axes).
         """
         out = list(_apply(affine_maths.inverse_affine(self.affine), x, y, z))
         if round:
@@ -141,20 +146,26 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
         No resampling happens: every voxel keeps its world position; sform and
         qform (and their codes) follow the new grid. The spatial dims are
         renamed so that ``i, j, k`` are again the first, second and third axes.
-        ``axcodes`` is a string such as ``"LPS"`` or a sequence of three
-        letters, one of R/L, A/P and S/I each: anything else raises
-        ``TypeError`` (not letters) or ``ValueError`` (wrong letters).
 
-        Examples
-        --------
-        >>> import os, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> path = os.path.join(data_path, "example4d.nii.gz")
-        >>> ds = xr.open_dataset(path, engine="nifti")
-        >>> ds.nifti.reorient("LPS").nifti.axcodes
-        ('L', 'P', 'S')
+        Parameters
+        ----------
+        axcodes
+            Where each axis points, e.g. ``"LPS"`` or ``("L", "P", "S")``:
+            three letters, one of R/L, A/P and S/I each.
+
+        Returns
+        -------
+        Dataset or DataArray
+            The same kind as the input, on the reoriented grid; nothing is
+            computed.
+
+        Raises
+        ------
+        TypeError
+            If ``axcodes`` is not a string or a sequence of letters.
+        ValueError
+            If the letters are not one of R/L, A/P and S/I each.
         """
-
         return reorient(self._obj, axcodes)
 
     def to_canonical(self) -> T_Xarray:
@@ -164,39 +175,41 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
     def set_space(self, space: str) -> T_Xarray:
         """The same object with its grid labelled as another world space (no resampling).
 
-        ``space`` is ``"scanner"``, ``"aligned"``, ``"talairach"``, ``"mni"``,
-        ``"template"`` or ``"unknown"``; the sform/qform codes that label the
-        grid's affine change, the affine does not. Use it when two images are
-        on the same grid but their headers name different spaces (nilearn's
-        ``resample_to_img`` keeps the source's sform_code, for one).
+        The sform/qform codes that label the grid's affine change, the affine
+        does not. Use it when two images are on the same grid but their
+        headers name different spaces (nilearn's ``resample_to_img`` keeps
+        the source's sform_code, for one).
 
-        Examples
-        --------
-        >>> import os, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> path = os.path.join(data_path, "example4d.nii.gz")
-        >>> ds = xr.open_dataset(path, engine="nifti")
-        >>> ds.nifti.set_space("aligned").nifti.space
-        'aligned'
+        Parameters
+        ----------
+        space
+            ``"scanner"``, ``"aligned"``, ``"talairach"``, ``"mni"``,
+            ``"template"`` or ``"unknown"``.
+
+        Returns
+        -------
+        Dataset or DataArray
+            The same kind as the input, sharing its data.
         """
         return set_space(self._obj, space)
 
     def restore_grid(self, like: xr.Dataset | xr.DataArray | None = None) -> T_Xarray:
         """Re-attach the NIfTI grid that an xarray operation dropped (nothing is computed).
 
-        Without ``like``, the grid is rebuilt from the lazy ``x, y, z`` that
-        operations such as ``coarsen`` keep while dropping their index. With
-        ``like`` (the object it came from), that object's grid is copied; the
-        spatial dims must match. See the table in the coordinates guide.
+        Operations such as ``coarsen`` keep the lazy ``x, y, z`` coordinates
+        but drop their index; see the table in the coordinates guide.
 
-        Examples
-        --------
-        >>> import os, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> path = os.path.join(data_path, "example4d.nii.gz")
-        >>> bold = xr.open_dataset(path, engine="nifti")
-        >>> bold.coarsen(time=2).mean().nifti.restore_grid().nifti.axcodes
-        ('L', 'A', 'S')
+        Parameters
+        ----------
+        like
+            The object the data came from: its grid is copied (its spatial
+            dims must be in this object, with the same sizes). By default
+            the grid is rebuilt from the lazy ``x, y, z`` coordinates.
+
+        Returns
+        -------
+        Dataset or DataArray
+            The same kind as the input, with the grid's index.
         """
         return restore_grid(self._obj, like)
 
@@ -209,14 +222,17 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
         var: str | None = None,
         chunks: Any = None,
     ) -> T_Xarray:
-        """Resample onto another grid (target voxel ``v`` samples ``inv(A) @ B @ v``).
+        """Resample onto another grid, lazily and chunk by chunk.
+
+        Target voxel ``v`` samples the source at ``inv(A) @ B @ v``, where
+        ``A`` is the source's affine and ``B`` the target's.
 
         Parameters
         ----------
         target
             A Dataset/DataArray on a NIfTI grid, or an ``(affine, shape)`` pair.
         order
-            Spline order: 0 nearest, 1 linear (default), 3 cubic.
+            Spline order from 0 to 5: 0 nearest, 1 linear (default), 3 cubic.
         fill_value
             Value for target voxels outside the source's field of view. With
             ``order=0`` on integer data, a fill that is not a whole number
@@ -237,35 +253,24 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
             combines with the target); non-spatial dims (time, ...) and attrs
             are kept. Dask-backed input gives a lazy dask result; in-memory
             (or ``chunks=None``-opened) input is resampled right away.
-
-        Examples
-        --------
-        >>> import os, numpy as np, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> path = os.path.join(data_path, "anatomical.nii")
-        >>> ds = xr.open_dataset(path, engine="nifti")
-        >>> out = ds.nifti.resample_to((np.diag([4.0, 4, 4, 1]), (10, 10, 10)))
-        >>> out.data.shape
-        (10, 10, 10)
         """
-
         return resample_to(
             self._obj, target, order=order, fill_value=fill_value, chunks=chunks, var=var
         )
 
     # -- headers and I/O ----------------------------------------------------------------
     def _array(self, var: str | None = None) -> xr.DataArray:
-
         return select_variable(self._obj, var)
 
     @property
     def header(self) -> nib.Nifti1Header:
         """A nibabel header rebuilt from the index and attrs (what ``to_nifti`` writes).
 
-        For edited data that still carries its source's scaling in ``encoding``,
-        choosing the stored dtype reads the values once, block by block.
+        A ``Nifti2Header`` where ``to_nifti`` would write NIfTI-2; on a
+        Dataset, the header of its one data variable. For edited data that
+        still carries its source's scaling in ``encoding``, choosing the
+        stored dtype reads the values once, block by block.
         """
-
         header: nib.Nifti1Header = plan_nifti(self._array()).header
         return header
 
@@ -299,7 +304,8 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
             they are); ``scale_factor``/``add_offset`` in ``encoding`` are used
             when the values fit them. NaN is stored as the value nearest 0.
         compresslevel
-            gzip level for ``.gz`` outputs (default 1, as nibabel).
+            gzip level (0-9) of ``.gz`` outputs; the default, 1 (as nibabel),
+            compresses with ISA-L, other levels with zlib-ng.
         storage_options
             fsspec options when ``path`` is a URL (``s3://...``): the file is
             written locally, then uploaded whole.
@@ -315,19 +321,7 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
         ``ValueError``: call ``.load()`` first, or write elsewhere. So does an
         empty dim. A time axis that is not evenly spaced warns
         (:class:`~xarray_nifti.NiftiTimeAxisWarning`).
-
-        Examples
-        --------
-        >>> import os, tempfile, nibabel, xarray as xr
-        >>> from nibabel.testing import data_path
-        >>> path = os.path.join(data_path, "example4d.nii.gz")
-        >>> ds = xr.open_dataset(path, engine="nifti", chunks={})
-        >>> target = os.path.join(tempfile.mkdtemp(), "mean.nii.gz")
-        >>> out = ds.data.mean("time").nifti.to_nifti(target)
-        >>> nibabel.load(out).shape
-        (128, 96, 24)
         """
-
         level = DEFAULT_COMPRESSLEVEL if compresslevel is None else compresslevel
         return to_nifti(
             self._obj,
@@ -342,11 +336,22 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
     def to_nibabel(
         self, *, var: str | None = None, version: int | None = None, dtype: Any = None
     ) -> nib.Nifti1Image:
-        """A nibabel ``Nifti1Image``/``Nifti2Image`` with the header ``to_nifti`` writes.
+        """A nibabel image with the header ``to_nifti`` writes; the data stay lazy.
 
-        The data stay lazy (dask) until nibabel reads them.
+        Parameters
+        ----------
+        var, version, dtype
+            As for :meth:`to_nifti`.
+
+        Returns
+        -------
+        nibabel.Nifti1Image or nibabel.Nifti2Image
+            Its data object computes the array (in NIfTI axis order) only when
+            nibabel reads it (``get_fdata``, ``dataobj[...]``, ``nib.save``).
+            ``scl_slope``/``scl_inter`` are left unset, as in every in-memory
+            nibabel image: ``nib.save`` chooses the scaling of integer output
+            from the data, where :meth:`to_nifti` keeps the source's.
         """
-
         return to_nibabel(self._array(var), version=version, dtype=dtype)
 
     def plot(
@@ -360,24 +365,46 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
     ) -> Figure:
         """Orthogonal views (sagittal, coronal, axial) through a world point.
 
-        See :func:`xarray_nifti.plot.orthoview`; needs matplotlib
+        Draws with :func:`xarray_nifti.plot.orthoview`; needs matplotlib
         (``pip install 'xarray-nifti[plot]'``). A 2-D plane of a grid (e.g.
-        ``.isel(k=10)``) is drawn as its one view; ``time=`` outside the
-        series raises ``IndexError``. Returns a
-        :class:`matplotlib.figure.Figure` made without pyplot, so the
-        matplotlib backend in use is left alone.
-        """
+        ``.isel(k=10)``) is drawn as its one view.
 
+        Parameters
+        ----------
+        at, convention, time
+            As for :func:`~xarray_nifti.plot.orthoview`: the world point
+            ``(x, y, z)`` in mm (default: the grid's centre), ``"neurological"``
+            or ``"radiological"``, and the volume of a 4-D image (default 0;
+            ``IndexError`` outside the series).
+        var
+            Data variable to plot, for a Dataset with several.
+        **kwargs
+            ``cmap``, ``vmin``, ``vmax`` and ``figsize`` of
+            :func:`~xarray_nifti.plot.orthoview`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            Made without pyplot, so the matplotlib backend in use is left alone.
+        """
         return orthoview(self._array(var), at, convention=convention, time=time, **kwargs)
 
     def encode(self) -> T_Xarray:
-        """Drop the lazy ``x, y, z`` and keep the geometry as plain attributes (Zarr, NetCDF)."""
+        """Drop the lazy ``x, y, z`` and keep the geometry as plain attributes (Zarr, NetCDF).
 
+        The world coordinates are dropped without being computed; each data
+        variable gets the affines, codes and shape as ``nifti_*`` attributes,
+        and the NIfTI-specific encoding (raw header fields, extensions) as a
+        JSON string attribute ``nifti_encoding``. :meth:`decode` reverses it.
+        """
         return encode(self._obj)
 
     def decode(self) -> T_Xarray:
-        """Rebuild the grid index from attributes written by :meth:`encode`."""
+        """Rebuild the grid index from attributes written by :meth:`encode`.
 
+        The one member that works on an object without a grid. Raises
+        ``ValueError`` if there are no ``nifti_*`` geometry attributes.
+        """
         return decode(self._obj)
 
 

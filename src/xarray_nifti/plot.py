@@ -156,21 +156,19 @@ def orthoview(
         ``"neurological"`` (left on the left) or ``"radiological"``.
     time
         Volume index of a 4-D image (default 0); ``IndexError`` outside the series.
+    cmap
+        Matplotlib colour map name.
+    vmin, vmax
+        Value range of the colour map (default: the smallest and largest
+        finite values in the views drawn).
+    figsize
+        Figure size in inches (default: 12 × 4.4 for three views, 5.5 × 4.4
+        for one).
 
     Returns
     -------
     matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> import os, xarray as xr
-    >>> from nibabel.testing import data_path
-    >>> ds = xr.open_dataset(os.path.join(data_path, "anatomical.nii"), engine="nifti")
-    >>> figure = orthoview(ds.data)
-    >>> [ax.get_title() for ax in figure.axes[:3]]
-    ['sagittal', 'coronal', 'axial']
-    >>> [ax.get_title() for ax in orthoview(ds.data.isel(k=12)).axes[:1]]
-    ['axial']
+        The views, titled ``sagittal``, ``coronal`` and ``axial``, and a colour bar.
     """
     if convention not in ("neurological", "radiological"):
         raise ValueError(f"convention must be 'neurological' or 'radiological', got {convention!r}")
