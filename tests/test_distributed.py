@@ -277,8 +277,8 @@ def _count_inflated_bytes() -> None:
         return
     original = _gzip.GzipStream._step
 
-    def counting(self: Any, max_out: int) -> Any:
-        out = original(self, max_out)
+    def counting(self: Any, cursor: Any, max_out: int) -> Any:
+        out = original(self, cursor, max_out)
         _INFLATED[self.name] = _INFLATED.get(self.name, 0) + len(out[0])
         return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -78,20 +79,12 @@ def test_backward_and_forward_jumps_use_checkpoints() -> None:
     stream = _stream(SINGLE, spacing=10_000)
     assert _read(stream, SIZE - 10, 10) == PAYLOAD[-10:]
     assert len(stream._checkpoints) >= SIZE // 10_000
-    inflated: list[int] = []
-    original = stream._inflate
-
-    def counting(max_out: int) -> bytes:
-        out = original(max_out)
-        inflated.append(len(out))
-        return out
-
-    stream._inflate = counting  # type: ignore[method-assign]
+    before = stream.inflated
     assert _read(stream, 150_000, 100) == PAYLOAD[150_000:150_100]
-    assert sum(inflated) <= 10_000 + 100  # one checkpoint interval, not the whole prefix
-    inflated.clear()
+    assert stream.inflated - before <= 10_000 + 100  # one checkpoint interval, not the prefix
+    before = stream.inflated
     assert _read(stream, 280_000, 100) == PAYLOAD[280_000:280_100]
-    assert sum(inflated) <= 10_000 + 100
+    assert stream.inflated - before <= 10_000 + 100
 
 
 def test_read_of_nothing_and_past_the_end() -> None:
@@ -157,9 +150,9 @@ class _Recording(GzipStream):
 
     max_out = 0
 
-    def _step(self, max_out: int) -> tuple[bytes, bool]:
-        result = super()._step(max_out)
-        self.max_out = max(self.max_out, self._out_pos)
+    def _step(self, cursor: Any, max_out: int) -> tuple[bytes, bool]:
+        result = super()._step(cursor, max_out)
+        self.max_out = max(self.max_out, cursor.out_pos)
         return result
 
 
@@ -214,3 +207,79 @@ def test_thread_safety_with_dask_chunks(tmp_path: Path) -> None:
         shuffled = ds["data"].isel(time=order)
         result: Any = shuffled.compute(scheduler="threads", num_workers=8)
     np.testing.assert_array_equal(result.values, data[..., order])
+
+
+# -- concurrent reads of a local file ------------------------------------------------------
+
+
+def _local_stream(tmp_path: Path, blob: bytes = SINGLE, stride: int = 10_000) -> GzipStream:
+    path = tmp_path / "local.nii.gz"
+    path.write_bytes(blob)
+    fileobj = path.open("rb")
+    stream = GzipStream(fileobj, "local.nii.gz", SIZE, first=0, stride=stride)
+    stream.spacing = stride
+    return stream
+
+
+def test_only_files_with_a_descriptor_read_concurrently(tmp_path: Path) -> None:
+    assert _local_stream(tmp_path).concurrent
+    assert not GzipStream(io.BytesIO(SINGLE), "buffer.nii.gz", SIZE).concurrent
+
+
+@pytest.mark.parametrize("blob", [SINGLE, MULTI], ids=["single", "members"])
+def test_concurrent_random_reads_of_a_local_file_are_exact(tmp_path: Path, blob: bytes) -> None:
+    stream = _local_stream(tmp_path, blob)
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(25):
+            offset = int(rng.integers(0, SIZE - 1))
+            size = int(min(rng.integers(1, 30_000), SIZE - offset))
+            assert _read(stream, offset, size) == PAYLOAD[offset : offset + size]
+
+    run_in_threads(worker, count=6)
+
+
+def test_a_read_behind_the_main_cursor_leaves_it_at_the_frontier(tmp_path: Path) -> None:
+    stream = _local_stream(tmp_path)
+    assert _read(stream, 200_000, 10_000) == PAYLOAD[200_000:210_000]
+    frontier = stream._main.out_pos
+    before = stream.inflated
+    # chunk 1: older than the chunks kept in the skip cache, so re-inflated from its checkpoint
+    assert _read(stream, 10_000, 10_000) == PAYLOAD[10_000:20_000]
+    assert stream.inflated - before == 10_000
+    assert stream._main.out_pos == frontier
+    before = stream.inflated
+    assert _read(stream, 210_000, 10_000) == PAYLOAD[210_000:220_000]  # the main cursor goes on
+    assert stream.inflated - before == 10_000
+
+
+def test_descending_chunk_reads_by_two_threads_inflate_each_byte_at_most_twice(
+    tmp_path: Path,
+) -> None:
+    """dask's order (last chunk first): one pass to the end, then one re-inflate per chunk."""
+    stream = _local_stream(tmp_path)
+    chunks = list(range(SIZE // 10_000 - 1, -1, -1))
+    lock = threading.Lock()
+
+    def worker(seed: int) -> None:
+        while True:
+            with lock:
+                if not chunks:
+                    return
+                n = chunks.pop(0)
+            assert _read(stream, n * 10_000, 10_000) == PAYLOAD[n * 10_000 : (n + 1) * 10_000]
+
+    run_in_threads(worker, count=2)
+    assert stream.inflated <= 2 * SIZE + _gzip._TRAILER_SLACK
+
+
+def test_the_crc_is_checked_even_when_other_threads_read_privately(tmp_path: Path) -> None:
+    corrupt = bytearray(SINGLE)
+    corrupt[-8] ^= 0xFF  # the stored CRC32
+    stream = _local_stream(tmp_path, bytes(corrupt))
+    assert _read(stream, 100_000, 10_000) == PAYLOAD[100_000:110_000]
+    with pytest.raises(NiftiFormatError, match="checksum"):
+        _read(stream, SIZE - 10_000, 10_000)
+    with pytest.raises(NiftiFormatError, match="checksum"):  # never served unchecked later
+        _read(stream, SIZE - 10_000, 10_000)

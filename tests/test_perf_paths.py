@@ -78,7 +78,7 @@ def test_checkpoints_keep_no_large_compressed_input() -> None:
     tails = [sys.getsizeof(cp.inflater.unconsumed_tail) for cp in stream._checkpoints]
     assert max(tails) <= _gzip._FEED + 100
     # the pending input is a view of the block read from the file, not a copy of it
-    assert isinstance(stream._pending, memoryview)
+    assert isinstance(stream._main.pending, memoryview)
 
 
 # -- 2. checkpoints at chunk starts ---------------------------------------------------------------

@@ -28,6 +28,20 @@ thrown away) are kept, most recent first, in a small cache, so the next
 requests -- typically the chunks just before the one asked for -- are served
 without inflating them again. A cached chunk is dropped when it is served.
 
+**Concurrent reads.** Reads of a local file run in parallel: a read that
+starts near a checkpoint the stream has already passed inflates from a private
+copy of that checkpoint (positional ``pread`` on the shared descriptor, no
+shared seek position), while one thread at a time -- the owner of the *main*
+cursor -- moves the stream forward, drops checkpoints and verifies the CRC.
+A thread whose region lies ahead of every checkpoint waits until the main
+cursor passes it (or is free), then reads privately (or takes the main
+cursor). dask asks for chunks in descending order (13, 12, 11, ...): the read
+of 13 moves the main cursor through the file once, and every other chunk is
+re-inflated from its own checkpoint by whichever thread asked for it, so with
+two threads the second pass runs beside the first instead of after it.
+Files without a descriptor (in-memory buffers, remote files) are read one
+request at a time through the main cursor.
+
 **Memory bound** per stream (i.e. per file and process): checkpoints
 ≤ (1024 + 1) × (~40 kB + 64 KiB) ≈ 105 MiB in the worst case and about
 ``n_checkpoints`` × 50 kB in practice (20 MiB for 400 volumes); plus the skip
@@ -42,9 +56,11 @@ objects can be copied, which is what a checkpoint needs.
 from __future__ import annotations
 
 import bisect
+import os
+import threading
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import IO, Any
 
@@ -83,13 +99,37 @@ class _Checkpoint:
     inflater: Any
 
 
+@dataclass
+class _Cursor:
+    """One position in the stream: an inflate state and where it stands in and out.
+
+    Invariant: ``pending`` is always the file's bytes ``[in_pos - len(pending), in_pos)``,
+    so a checkpoint only needs the resume position, not the pending bytes.
+    """
+
+    inflater: Any
+    out_pos: int = 0
+    in_pos: int = 0
+    pending: memoryview = field(default_factory=lambda: memoryview(b""))
+    ended: bool = False
+    inflated: int = 0  # uncompressed bytes this cursor produced (waste accounting)
+
+    @classmethod
+    def at(cls, checkpoint: _Checkpoint) -> _Cursor:
+        return cls(checkpoint.inflater.copy(), checkpoint.out_pos, checkpoint.in_pos)
+
+
 class GzipStream:
     """Seekable reads of the uncompressed bytes of a (multi-member) gzip file.
+
+    Thread-safe: concurrent reads of a local file inflate in parallel (see the
+    module notes); other file objects are read one request at a time.
 
     Parameters
     ----------
     fileobj
-        Binary file object positioned anywhere; it must support ``seek``.
+        Binary file object positioned anywhere; it must support ``seek``. If
+        it has a file descriptor (``fileno()``), reads use ``os.pread`` on it.
     name
         File name used in error messages.
     data_end
@@ -126,6 +166,7 @@ class GzipStream:
         stride: int | None = None,
     ) -> None:
         self._file = fileobj
+        self._fd = _descriptor(fileobj)
         self.name = name
         self.data_end = int(data_end)
         self.spacing = max(1 << 20, self.data_end // _MAX_CHECKPOINTS)
@@ -138,9 +179,18 @@ class GzipStream:
         self._skipped: OrderedDict[int, bytes] = OrderedDict()
         self._skipped_bytes = 0
         self._verified = False
+        # Guards the checkpoints, the skip cache and who owns the main cursor.
+        self._changed = threading.Condition()
+        self._main_busy = False
         if stride is not None:
             self.set_chunk_grid(0 if first is None else first, stride)
-        self._restart()
+        self._main = _Cursor(_zlib.decompressobj(_GZIP_WBITS))
+        self._add_checkpoint(self._main)
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether several threads may read at once (the file has a descriptor)."""
+        return self._fd is not None
 
     def set_chunk_grid(self, first: int, stride: int, unit: int | None = None) -> None:
         """Chunks start at ``first + n * stride``: skip-cache entries are whole chunks.
@@ -153,7 +203,8 @@ class GzipStream:
         unit = stride if unit is None else unit
         if stride <= 0 or first < 0 or unit <= 0 or stride % unit:
             raise ValueError(f"invalid chunk grid first={first}, stride={stride}, unit={unit}")
-        self.first, self.stride, self.unit = int(first), int(stride), int(unit)
+        with self._changed:
+            self.first, self.stride, self.unit = int(first), int(stride), int(unit)
 
     # -- grid -------------------------------------------------------------------
     def _chunk(self) -> tuple[int, int]:
@@ -184,64 +235,53 @@ class GzipStream:
         first, step = self._checkpoint_step()
         return pos == 0 or (pos >= first and (pos - first) % step == 0)
 
-    # -- stream state -----------------------------------------------------------
-    # Invariant: ``_pending`` is always the file's bytes ``[_in_pos - len(_pending), _in_pos)``,
-    # so a checkpoint only needs the resume position, not the pending bytes.
-    def _restart(self) -> None:
-        self._inflater = _zlib.decompressobj(_GZIP_WBITS)
-        self._out_pos = 0
-        self._in_pos = 0
-        self._pending: memoryview = memoryview(b"")
-        self._ended = False
-        self._add_checkpoint()
-
-    def _add_checkpoint(self) -> None:
-        n = bisect.bisect_left(self._checkpoint_positions, self._out_pos)
-        if n < len(self._checkpoint_positions) and self._checkpoint_positions[n] == self._out_pos:
+    # -- checkpoints (callers hold ``_changed``) ------------------------------------
+    def _add_checkpoint(self, cursor: _Cursor) -> None:
+        n = bisect.bisect_left(self._checkpoint_positions, cursor.out_pos)
+        if n < len(self._checkpoint_positions) and self._checkpoint_positions[n] == cursor.out_pos:
             return
-        resume = self._in_pos - len(self._pending)
-        checkpoint = _Checkpoint(self._out_pos, resume, self._inflater.copy())
+        resume = cursor.in_pos - len(cursor.pending)
+        checkpoint = _Checkpoint(cursor.out_pos, resume, cursor.inflater.copy())
         self._checkpoints.insert(n, checkpoint)
-        self._checkpoint_positions.insert(n, self._out_pos)
+        self._checkpoint_positions.insert(n, cursor.out_pos)
 
-    def _restore(self, target: int) -> None:
+    def _checkpoint_before(self, target: int) -> _Checkpoint:
         n = bisect.bisect_right(self._checkpoint_positions, target) - 1
-        cp = self._checkpoints[max(n, 0)]
-        self._inflater = cp.inflater.copy()
-        self._out_pos = cp.out_pos
-        self._in_pos = cp.in_pos
-        self._pending = memoryview(b"")
-        self._ended = False
+        return self._checkpoints[max(n, 0)]
 
-    def _fill(self) -> None:
-        """Read the next block of compressed input (keeps the ``_pending`` invariant)."""
-        self._file.seek(self._in_pos)
-        block = self._file.read(_READ_SIZE)
-        self._in_pos += len(block)
-        if self._pending:
-            self._pending = memoryview(bytes(self._pending) + block)
+    # -- inflating with a cursor ------------------------------------------------------
+    def _fill(self, cursor: _Cursor) -> None:
+        """Read the next block of compressed input (keeps the ``pending`` invariant)."""
+        if self._fd is not None:
+            block = os.pread(self._fd, _READ_SIZE, cursor.in_pos)
+        else:  # only the owner of the main cursor reads through the shared file position
+            self._file.seek(cursor.in_pos)
+            block = self._file.read(_READ_SIZE)
+        cursor.in_pos += len(block)
+        if cursor.pending:
+            cursor.pending = memoryview(bytes(cursor.pending) + block)
         else:
-            self._pending = memoryview(block)
+            cursor.pending = memoryview(block)
 
-    def _step(self, max_out: int) -> tuple[bytes, bool]:
+    def _step(self, cursor: _Cursor, max_out: int) -> tuple[bytes, bool]:
         """Inflate once: (output, whether a gzip member ended)."""
-        if self._ended:
+        if cursor.ended:
             raise NiftiTruncatedError(
-                f"{self.name}: the gzip stream ends after {self._out_pos} uncompressed bytes, "
+                f"{self.name}: the gzip stream ends after {cursor.out_pos} uncompressed bytes, "
                 f"but the image data ends at byte {self.data_end}; the file is truncated"
             )
-        if not self._pending:
-            self._fill()
-        data = self._pending[:_FEED]
+        if not cursor.pending:
+            self._fill(cursor)
+        data = cursor.pending[:_FEED]
         if not data:
             raise NiftiTruncatedError(
-                f"{self.name}: the gzip stream is cut short after {self._out_pos} uncompressed "
+                f"{self.name}: the gzip stream is cut short after {cursor.out_pos} uncompressed "
                 f"bytes, but the image data ends at byte {self.data_end}; the file is truncated"
             )
         try:
-            out = self._inflater.decompress(data, max_out)
+            out = cursor.inflater.decompress(data, max_out)
         except _ZLIB_ERROR as err:
-            near = self._in_pos - len(self._pending)
+            near = cursor.in_pos - len(cursor.pending)
             if "check" in str(err):  # zlib's "incorrect data check" / "incorrect length check"
                 raise NiftiFormatError(
                     f"{self.name}: gzip checksum (CRC32/size) mismatch at the end of a member "
@@ -251,72 +291,134 @@ class GzipStream:
                 f"{self.name}: corrupt gzip data near compressed byte {near}: {err}; "
                 "the file is damaged"
             ) from err
-        self._out_pos += len(out)
-        self.inflated += len(out)
-        member_ended = bool(self._inflater.eof)
-        left = len(self._inflater.unused_data if member_ended else self._inflater.unconsumed_tail)
-        self._pending = self._pending[len(data) - left :]
+        cursor.out_pos += len(out)
+        cursor.inflated += len(out)
+        member_ended = bool(cursor.inflater.eof)
+        inflater = cursor.inflater
+        left = len(inflater.unused_data if member_ended else inflater.unconsumed_tail)
+        cursor.pending = cursor.pending[len(data) - left :]
         if member_ended:
-            self._start_next_member()
+            self._start_next_member(cursor)
         return out, member_ended
 
-    def _start_next_member(self) -> None:
-        if len(self._pending) < 2:
-            self._fill()
-        if bytes(self._pending[:2]) == b"\x1f\x8b":
-            self._inflater = _zlib.decompressobj(_GZIP_WBITS)
+    def _start_next_member(self, cursor: _Cursor) -> None:
+        if len(cursor.pending) < 2:
+            self._fill(cursor)
+        if bytes(cursor.pending[:2]) == b"\x1f\x8b":
+            cursor.inflater = _zlib.decompressobj(_GZIP_WBITS)
         else:  # end of file, or trailing bytes that are not another gzip member
-            self._ended = True
+            cursor.ended = True
 
-    def _inflate(self, max_out: int) -> bytes:
+    def _inflate(self, cursor: _Cursor, max_out: int) -> bytes:
         """Up to ``max_out`` more uncompressed bytes (at least one, or raise)."""
         while True:
-            out, _ = self._step(max_out)
+            out, _ = self._step(cursor, max_out)
             if out:
                 return out
 
-    def _gap(self, limit: int) -> int:
+    def _gap(self, cursor: _Cursor, limit: int) -> int:
         """Output bytes to ask for: up to ``limit``, stopping at the next checkpoint."""
-        return max(1, min(limit, _OUT_STEP, self._due_after(self._out_pos) - self._out_pos))
+        return max(1, min(limit, _OUT_STEP, self._due_after(cursor.out_pos) - cursor.out_pos))
 
+    def _fill_out(self, cursor: _Cursor, out: memoryview, main: bool) -> None:
+        filled = 0
+        while filled < len(out):
+            chunk = self._inflate(cursor, self._gap(cursor, len(out) - filled))
+            out[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+            if main:
+                self._maybe_checkpoint()
+
+    # -- the main cursor (one owner at a time) ------------------------------------------
     def _maybe_checkpoint(self) -> None:
-        if self._out_pos < self.data_end and self._on_grid(self._out_pos):
-            self._add_checkpoint()
+        main = self._main
+        if main.out_pos < self.data_end and self._on_grid(main.out_pos):
+            with self._changed:
+                self._add_checkpoint(main)
+                self._changed.notify_all()
 
     def _cacheable(self) -> int:
-        """Size of the grid chunk starting at the current position if it may be cached, else 0."""
+        """Size of the grid chunk starting at the main cursor if it may be cached, else 0."""
         first, size = self._chunk()
-        if self._out_pos < first or (self._out_pos - first) % size:
+        pos = self._main.out_pos
+        if pos < first or (pos - first) % size:
             return 0
         if size > _SKIP_CACHE_BYTES // 2:  # too big: caching it would not pay for itself
             return 0
         return size
 
     def _skip_to(self, target: int) -> None:
-        while self._out_pos < target:
+        main = self._main
+        while main.out_pos < target:
             size = self._cacheable()
-            if size and self._out_pos + size <= target:
+            if size and main.out_pos + size <= target:
                 self._cache_chunk(size)
                 continue
-            self._inflate(self._gap(target - self._out_pos))
+            self._inflate(main, self._gap(main, target - main.out_pos))
             self._maybe_checkpoint()
 
     def _cache_chunk(self, size: int) -> None:
         """Inflate one whole grid chunk and keep it in the skip cache."""
-        start = self._out_pos
-        pieces: list[bytes] = []
-        while self._out_pos < start + size:
-            pieces.append(self._inflate(self._gap(start + size - self._out_pos)))
-            self._maybe_checkpoint()
-        self._skipped.pop(start, None)
-        self._skipped[start] = b"".join(pieces)
-        self._skipped_bytes += size
-        while self._skipped and (
-            self._skipped_bytes > _SKIP_CACHE_BYTES or len(self._skipped) > _SKIP_CACHE_CHUNKS
-        ):
-            _, old = self._skipped.popitem(last=False)
-            self._skipped_bytes -= len(old)
+        start = self._main.out_pos
+        chunk = bytearray(size)
+        self._fill_out(self._main, memoryview(chunk), main=True)
+        with self._changed:
+            self._skipped.pop(start, None)
+            self._skipped[start] = bytes(chunk)
+            self._skipped_bytes += size
+            while self._skipped and (
+                self._skipped_bytes > _SKIP_CACHE_BYTES or len(self._skipped) > _SKIP_CACHE_CHUNKS
+            ):
+                _, old = self._skipped.popitem(last=False)
+                self._skipped_bytes -= len(old)
+            self._changed.notify_all()
 
+    def _read_main(self, offset: int, out: memoryview) -> None:
+        main = self._main
+        before = main.inflated
+        try:
+            _, step = self._checkpoint_step()
+            # Go back to a checkpoint when the target is behind us, or far ahead
+            # of us in a region already indexed.
+            with self._changed:
+                if main.out_pos > offset or (
+                    offset - main.out_pos > step and self._checkpoint_positions[-1] > main.out_pos
+                ):
+                    self._main = main = _Cursor.at(self._checkpoint_before(offset))
+                    before = 0
+            self._skip_to(offset)
+            self._fill_out(main, out, main=True)
+            if offset + len(out) == self.data_end and not self._verified:
+                self._verify_trailer()
+        finally:
+            self.inflated += main.inflated - before
+
+    def _verify_trailer(self) -> None:
+        """Inflate to the end of the gzip member so zlib checks its CRC32 and size."""
+        main = self._main
+        probe = _Cursor(main.inflater.copy(), main.out_pos, main.in_pos, main.pending, main.ended)
+        extra = 0
+        try:
+            while extra < _TRAILER_SLACK and not probe.ended:
+                out, member_ended = self._step(probe, _TRAILER_SLACK)
+                extra += len(out)
+                if member_ended:
+                    break
+        except NiftiTruncatedError as err:
+            raise NiftiTruncatedError(
+                f"{self.name}: the gzip stream is cut short before its end-of-member checksum; "
+                "the file is truncated"
+            ) from err
+        except NiftiFormatError as err:
+            raise NiftiFormatError(
+                f"{self.name}: gzip checksum (CRC32/size) mismatch at the end of the data: the "
+                f"file is corrupt ({err.__cause__})"
+            ) from err
+        finally:
+            self.inflated += probe.inflated
+        self._verified = True
+
+    # -- skip cache and private reads (callers hold ``_changed``) -------------------------
     def _from_cache(self, offset: int, out: memoryview) -> bool:
         if not self._skipped:
             return False
@@ -331,6 +433,21 @@ class GzipStream:
             self._skipped_bytes -= len(chunk)
         return True
 
+    def _private_start(self, offset: int, end: int) -> _Cursor | None:
+        """A private cursor for a read near a known checkpoint, or None to use the main one."""
+        if self._fd is None or not self._checkpoints:
+            return None
+        if end == self.data_end and not self._verified:  # the main cursor checks the CRC
+            return None
+        checkpoint = self._checkpoint_before(offset)
+        _, step = self._checkpoint_step()
+        if offset - checkpoint.out_pos > step:  # not indexed yet: the main cursor must go there
+            return None
+        main = self._main.out_pos
+        if not self._main_busy and checkpoint.out_pos <= main <= offset:
+            return None  # the idle main cursor is at least as close: keep reading forward
+        return _Cursor.at(checkpoint)
+
     # -- public API ----------------------------------------------------------------
     def read_into(self, offset: int, out: memoryview) -> None:
         """Fill ``out`` with the uncompressed bytes starting at ``offset``."""
@@ -338,51 +455,50 @@ class GzipStream:
         end = offset + size
         if end > self.data_end:
             raise ValueError(f"read past the image data of {self.name} ({end} > {self.data_end})")
-        if size and (self._verified or end < self.data_end) and self._from_cache(offset, out):
+        if not size:
             return
-        # Go back to a checkpoint when the target is behind us, or far ahead
-        # of us in a region already indexed.
-        _, step = self._checkpoint_step()
-        if self._out_pos > offset or (
-            offset - self._out_pos > step and self._checkpoint_positions[-1] > self._out_pos
-        ):
-            self._restore(offset)
-        self._skip_to(offset)
-        filled = 0
-        while filled < size:
-            chunk = self._inflate(self._gap(size - filled))
-            out[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
-            self._maybe_checkpoint()
-        if end == self.data_end and not self._verified:
-            self._verify_trailer()
-
-    def _verify_trailer(self) -> None:
-        """Inflate to the end of the gzip member so zlib checks its CRC32 and size."""
-        saved = (self._inflater.copy(), self._out_pos, self._in_pos, self._pending, self._ended)
-        extra = 0
-        try:
-            while extra < _TRAILER_SLACK and not self._ended:
-                out, member_ended = self._step(_TRAILER_SLACK)
-                extra += len(out)
-                if member_ended:
+        with self._changed:
+            while True:
+                if (self._verified or end < self.data_end) and self._from_cache(offset, out):
+                    return
+                private = self._private_start(offset, end)
+                if private is not None or not self._main_busy:
                     break
-        except NiftiTruncatedError as err:
-            raise NiftiTruncatedError(
-                f"{self.name}: the gzip stream is cut short before its end-of-member checksum; "
-                "the file is truncated"
-            ) from err
-        except NiftiFormatError as err:
-            raise NiftiFormatError(
-                f"{self.name}: gzip checksum (CRC32/size) mismatch at the end of the data: the "
-                f"file is corrupt ({err.__cause__})"
-            ) from err
-        self._verified = True
-        self._inflater, self._out_pos, self._in_pos, self._pending, self._ended = saved
+                self._changed.wait()  # the main cursor moves: a checkpoint or chunk may come
+            if private is None:
+                self._main_busy = True
+        if private is not None:
+            try:
+                self._skip_private(private, offset)
+                self._fill_out(private, out, main=False)
+            finally:
+                with self._changed:
+                    self.inflated += private.inflated
+            return
+        try:
+            self._read_main(offset, out)
+        finally:
+            with self._changed:
+                self._main_busy = False
+                self._changed.notify_all()
+
+    def _skip_private(self, cursor: _Cursor, target: int) -> None:
+        while cursor.out_pos < target:
+            self._inflate(cursor, min(_OUT_STEP, target - cursor.out_pos))
 
     def close(self) -> None:
         """Drop the inflate state, checkpoints and cached chunks (the owner closes the file)."""
-        self._checkpoints.clear()
-        self._checkpoint_positions.clear()
-        self._skipped.clear()
-        self._skipped_bytes = 0
+        with self._changed:
+            self._checkpoints.clear()
+            self._checkpoint_positions.clear()
+            self._skipped.clear()
+            self._skipped_bytes = 0
+
+
+def _descriptor(fileobj: IO[bytes]) -> int | None:
+    """The OS file descriptor behind ``fileobj`` for positional reads, if it has one."""
+    try:
+        fd = fileobj.fileno()
+    except (AttributeError, OSError, ValueError):  # BytesIO, fsspec files, closed files
+        return None
+    return fd if isinstance(fd, int) and fd >= 0 else None

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -28,10 +30,36 @@ __all__ = ["open_reader"]
 
 
 class _Reader:
-    """Base of the per-process readers (one per file); subclasses fill ``read_into``."""
+    """Base of the per-process readers (one per file); subclasses fill ``read_into``.
+
+    ``thread_safe`` readers may be used by several threads at once (positional
+    reads, no shared seek position); the caller serialises the others. Either
+    way :meth:`close` waits for the reads in progress (:meth:`in_use`), so
+    closing never pulls a descriptor or a memory map from under a read.
+    """
+
+    thread_safe = False
 
     def __init__(self, location: DataLocation) -> None:
         self.location = location
+        self._readers = 0
+        self._idle = threading.Condition()
+
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Mark a read in progress for :meth:`close` to wait for."""
+        with self._idle:
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._readers -= 1
+                self._idle.notify_all()
+
+    def _wait_idle(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._readers == 0)
 
     def read_into(self, offset: int, out: memoryview) -> None:
         raise NotImplementedError
@@ -44,7 +72,8 @@ class _Reader:
         """Chunks start at byte ``first + n * stride``, made of ``unit``-byte steps."""
 
     def close(self) -> None:
-        """Release the file."""
+        """Release the file (after the reads in progress)."""
+        self._wait_idle()
 
 
 class _MappedReader(_Reader):
@@ -57,8 +86,11 @@ class _MappedReader(_Reader):
     is created on the first strided read only.
     """
 
+    thread_safe = True
+
     def __init__(self, location: DataLocation) -> None:
         super().__init__(location)
+        self._map_lock = threading.Lock()
         assert location.path is not None
         self._file = open(location.path, "rb")  # noqa: SIM115 - closed in close()
         self._fd = self._file.fileno()
@@ -86,9 +118,10 @@ class _MappedReader(_Reader):
             raise self._shrank(size)
 
     def _mapped(self) -> mmap.mmap:
-        if self._map is None:
-            self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
-        return self._map
+        with self._map_lock:
+            if self._map is None:
+                self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+            return self._map
 
     def read_into(self, offset: int, out: memoryview) -> None:
         self._check_size()
@@ -109,6 +142,7 @@ class _MappedReader(_Reader):
         return np.array(view[key], order="K")
 
     def close(self) -> None:
+        self._wait_idle()
         if self._map is not None:
             self._map.close()
         self._file.close()
@@ -176,18 +210,20 @@ class _FileReader(_Reader):
         out[:] = data
 
     def close(self) -> None:
+        self._wait_idle()
         if self._owned:
             self._fileobj.close()
 
 
 class _GzipReader(_Reader):
-    """gzip-compressed file: one checkpointed inflate stream."""
+    """gzip-compressed file: one checkpointed inflate stream (thread-safe for local files)."""
 
     def __init__(self, location: DataLocation, fileobj: Any, owned: bool) -> None:
         super().__init__(location)
         self._fileobj = fileobj
         self._owned = owned
         self._stream = GzipStream(fileobj, location.name, location.offset + location.nbytes)
+        self.thread_safe = self._stream.concurrent
 
     def read_into(self, offset: int, out: memoryview) -> None:
         self._stream.read_into(offset, out)
@@ -197,6 +233,7 @@ class _GzipReader(_Reader):
             self._stream.set_chunk_grid(first, stride, unit)
 
     def close(self) -> None:
+        self._wait_idle()
         self._stream.close()
         if self._owned:
             self._fileobj.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,8 @@ class NiftiBackendArray(BackendArray):
         self.dtype = np.dtype(np.uint8) if self._channels else raw.newbyteorder("=")
         key = location.cache_key()
         self._key = key
-        # One lock per file and process: the shared reader's seek/inflate state is not thread-safe.
+        # One lock per file and process for readers with a shared seek position (file
+        # objects, remote files); local files and gzip streams read in parallel.
         self._lock = SerializableLock(token=key)
         self._manager = CachingFileManager(
             open_reader, location, mode="rb", manager_id=key, lock=False
@@ -145,9 +147,6 @@ class NiftiBackendArray(BackendArray):
                 index = int(k) % size
                 selection.append((index, 1, 1))
                 post.append(0)
-        # The per-file lock serialises the shared reader's seek/inflate state;
-        # acquire_context pins the reader so that another file's open cannot
-        # close it (LRU eviction) in the middle of this read.
         if self._closed:  # read after close: this array uses the reader again
             self._closed = False
             _add_user(self._key)
@@ -165,10 +164,14 @@ class NiftiBackendArray(BackendArray):
 
     def _read_here(self, selection: list[tuple[int, int, int]]) -> np.ndarray:
         """Read a region with this process's shared reader of the file."""
-        with self._lock, self._manager.acquire_context(needs_lock=False) as reader:
-            if self._grid is not None:
-                reader.hint_chunk_grid(*self._grid)
-            block: np.ndarray = self._read_unchanged(reader, selection)
+        # ``in_use`` makes a close of the reader (the last user's, or LRU eviction
+        # when another file opens) wait until this read is done.
+        with self._manager.acquire_context(needs_lock=False) as reader:
+            serial = nullcontext() if reader.thread_safe else self._lock
+            with serial, reader.in_use():
+                if self._grid is not None:
+                    reader.hint_chunk_grid(*self._grid)
+                block: np.ndarray = self._read_unchanged(reader, selection)
         return block
 
     def _read_unchanged(self, reader: Any, selection: list[tuple[int, int, int]]) -> np.ndarray:
