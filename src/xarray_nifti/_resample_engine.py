@@ -20,11 +20,19 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MARGIN", "default_block_shape", "is_dask", "resample_dask", "resample_numpy"]
+__all__ = [
+    "MARGIN",
+    "Sampling",
+    "default_block_shape",
+    "is_dask",
+    "resample_dask",
+    "resample_numpy",
+]
 
 # Interpolation needs neighbours: 1 voxel for linear; cubic splines are
 # prefiltered per block, and a margin of 8 voxels damps the block-edge error
@@ -37,6 +45,23 @@ _SINGLE_BLOCK_VOXELS = 256**3
 _BLOCK_SIDE = 128
 # Output bytes per task when volumes of a series are batched together.
 _TASK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Where and how each voxel of the output samples the source.
+
+    Output voxel ``w`` (spatial axes) takes the source's value at
+    ``matrix @ w + offset``, interpolated with a spline of ``order``;
+    positions outside the source get ``fill_value``.
+    """
+
+    matrix: np.ndarray
+    offset: np.ndarray
+    out_shape: tuple[int, ...]  # spatial shape of the output
+    order: int
+    fill_value: float
+    dtype: np.dtype[Any]  # of the output
 
 
 def is_dask(data: Any) -> bool:
@@ -72,24 +97,17 @@ def _native(array: np.ndarray) -> np.ndarray:
     return array.astype(array.dtype.newbyteorder("="))
 
 
-def resample_numpy(
-    source: np.ndarray,
-    matrix: np.ndarray,
-    offset: np.ndarray,
-    out_shape: Sequence[int],
-    order: int,
-    fill_value: float,
-    dtype: np.dtype[Any],
-) -> np.ndarray:
+def resample_numpy(source: np.ndarray, sampling: Sampling) -> np.ndarray:
     """Resample every volume of an in-memory array (spatial axes first) in one go."""
     from scipy import ndimage
 
+    matrix, dtype = sampling.matrix, sampling.dtype
     source = _native(np.asarray(source))
     if source.dtype == np.bool_:
         source = source.view(np.uint8)
     work_dtype = np.dtype(np.uint8) if dtype == np.bool_ else dtype
     extra = source.shape[3:]
-    out = np.empty((*out_shape, *extra), dtype=work_dtype)
+    out = np.empty((*sampling.out_shape, *extra), dtype=work_dtype)
     # A diagonal matrix takes scipy's faster zoom/shift path, as in nilearn.
     is_diagonal = bool(np.all(matrix == np.diag(np.diag(matrix))))
     scipy_matrix = np.diag(matrix) if is_diagonal else matrix
@@ -98,13 +116,13 @@ def resample_numpy(
         ndimage.affine_transform(
             source[spatial + volume],
             scipy_matrix,
-            offset=offset,
-            output_shape=tuple(out_shape),
+            offset=sampling.offset,
+            output_shape=sampling.out_shape,
             output=out[spatial + volume],
-            order=order,
+            order=sampling.order,
             mode="constant",
-            cval=fill_value,
-            prefilter=order > 1,
+            cval=sampling.fill_value,
+            prefilter=sampling.order > 1,
         )
     return out.view(np.bool_) if dtype == np.bool_ else out
 
@@ -114,16 +132,7 @@ def _spans(shape: Sequence[int], block: Sequence[int]) -> list[list[tuple[int, i
 
 
 def resample_dask(
-    source: Any,
-    matrix: np.ndarray,
-    offset: np.ndarray,
-    out_shape: Sequence[int],
-    order: int,
-    fill_value: float,
-    dtype: np.dtype[Any],
-    block_shape: Sequence[int],
-    *,
-    batch_volumes: bool = True,
+    source: Any, sampling: Sampling, block_shape: Sequence[int], *, batch_volumes: bool = True
 ) -> Any:
     """Lazily resample a dask array.
 
@@ -134,7 +143,7 @@ def resample_dask(
     """
     import dask.array as da
 
-    out_shape = tuple(int(n) for n in out_shape)
+    out_shape, dtype = sampling.out_shape, sampling.dtype
     block_shape = tuple(min(int(b), n) for b, n in zip(block_shape, out_shape, strict=True))
     if batch_volumes and source.ndim == 4:
         block_bytes = int(np.prod(block_shape)) * dtype.itemsize
@@ -148,39 +157,24 @@ def resample_dask(
         return da.map_blocks(
             resample_numpy,
             whole,
-            matrix,
-            offset,
-            out_shape,
-            order,
-            fill_value,
-            dtype,
+            sampling,
             dtype=dtype,
             chunks=(*((n,) for n in out_shape), *extra_chunks),
             meta=np.empty((0,) * source.ndim, dtype=dtype),
         )
-    return _blockwise_graph(
-        source, matrix, offset, out_shape, order, fill_value, dtype, block_shape
-    )
+    return _blockwise_graph(source, sampling, block_shape)
 
 
-def _blockwise_graph(
-    source: Any,
-    matrix: np.ndarray,
-    offset: np.ndarray,
-    out_shape: tuple[int, ...],
-    order: int,
-    fill_value: float,
-    dtype: np.dtype[Any],
-    block_shape: tuple[int, ...],
-) -> Any:
+def _blockwise_graph(source: Any, sampling: Sampling, block_shape: tuple[int, ...]) -> Any:
     import dask.array as da
     from dask.delayed import delayed
 
-    margin = MARGIN[order]
+    matrix, offset, dtype = sampling.matrix, sampling.offset, sampling.dtype
+    margin = MARGIN[sampling.order]
     source_shape = np.array(source.shape[:3])
     extra_chunks = source.chunks[3:]
     extra_starts = [np.cumsum((0, *c))[:-1] for c in extra_chunks]
-    spatial_spans = _spans(out_shape, block_shape)
+    spatial_spans = _spans(sampling.out_shape, block_shape)
     blocks: dict[tuple[int, ...], Any] = {}
     for block_id in itertools.product(*(range(len(s)) for s in spatial_spans)):
         bounds = [spatial_spans[a][block_id[a]] for a in range(3)]
@@ -196,7 +190,7 @@ def _blockwise_graph(
             extra_sizes = tuple(extra_chunks[a][e] for a, e in enumerate(extra_id))
             key = (*block_id, *extra_id)
             if np.any(high <= low):  # the block lies outside the source image
-                blocks[key] = da.full((*shape, *extra_sizes), fill_value, dtype=dtype)
+                blocks[key] = da.full((*shape, *extra_sizes), sampling.fill_value, dtype=dtype)
                 continue
             extra_slices = tuple(
                 slice(int(extra_starts[a][e]), int(extra_starts[a][e]) + extra_sizes[a])
@@ -206,9 +200,8 @@ def _blockwise_graph(
                 tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high, strict=True))
                 + extra_slices
             ]
-            task = delayed(resample_numpy, pure=True)(
-                region, matrix, block_offset, shape, order, fill_value, dtype
-            )
+            block = replace(sampling, offset=block_offset, out_shape=shape)
+            task = delayed(resample_numpy, pure=True)(region, block)
             blocks[key] = da.from_delayed(task, shape=(*shape, *extra_sizes), dtype=dtype)
     counts = [len(s) for s in spatial_spans] + [len(c) for c in extra_chunks]
     return da.block(_nest(blocks, counts))

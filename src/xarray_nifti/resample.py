@@ -12,7 +12,14 @@ from typing import Any, cast
 import numpy as np
 import xarray as xr
 
-from ._resample_engine import MARGIN, default_block_shape, is_dask, resample_dask, resample_numpy
+from ._resample_engine import (
+    MARGIN,
+    Sampling,
+    default_block_shape,
+    is_dask,
+    resample_dask,
+    resample_numpy,
+)
 from .affine import inverse_affine
 from .grid import T_Xarray, axis_order, current_affine, find_index
 from .index import VoxelAffineIndex
@@ -179,29 +186,18 @@ def _resample_array(
     default = default_block_shape(target.shape, source_shape, matrix)
     block, extra_chunks = _block_shape(chunks, target, extra, default)
     dtype = output_dtype(array.dtype, order, fill_value)
+    sampling = Sampling(matrix, offset, target.shape, order, fill_value, dtype)
     source = array.transpose(*spatial, *extra)
     if extra_chunks:
         source = source.chunk(extra_chunks)
     data = source.data
     if block is None and not is_dask(data):
-        result: Any = resample_numpy(
-            np.asarray(data), matrix, offset, target.shape, order, fill_value, dtype
-        )
+        result: Any = resample_numpy(np.asarray(data), sampling)
     else:
         if not is_dask(data):
             source = source.chunk(dict.fromkeys(spatial, -1))
             data = source.data
-        result = resample_dask(
-            data,
-            matrix,
-            offset,
-            target.shape,
-            order,
-            fill_value,
-            dtype,
-            block or default,
-            batch_volumes=not extra_chunks,
-        )
+        result = resample_dask(data, sampling, block or default, batch_volumes=not extra_chunks)
     # One Coordinates object built from the target's index and the kept
     # non-spatial coordinates: assign_coords would align them all again.
     variables = dict(target.coords.variables)
