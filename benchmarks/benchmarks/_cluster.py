@@ -31,7 +31,7 @@ class ClusterRead:
 
 
 def _cpu_seconds() -> float:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     times = psutil.Process().cpu_times()
     return float(times.user + times.system)

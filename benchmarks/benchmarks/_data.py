@@ -12,10 +12,13 @@ and read patterns are realistic:
   smooth intensity modulation, integer-valued intensities plus noise.
 * :func:`write_sparse` — a header plus a sparse (``truncate``\\ d) data block,
   for header-only "open" timings on multi-GB files that cost no disk space.
+* :func:`write_t1_sagittal` — the T1-like volume stored as int16 in oblique
+  sagittal slices (:func:`oblique_sagittal_affine`), as MPRAGE scans often are.
 
 Every file has the same oblique LAS geometry (8° about x, 5° about z),
-qform code 1 (scanner), sform code 2 (aligned), ``scl_slope=1``,
-``scl_inter=0`` and ``vox_offset=352``. Data are streamed to disk volume by
+except the sagittal T1, qform code 1 (scanner), sform code 2 (aligned),
+``scl_slope=1`` and ``scl_inter=0`` unless :func:`write_bold` is given a
+scaling, and ``vox_offset=352``. Data are streamed to disk volume by
 volume (or slab by slab), so generating a 442 MB series needs about 10 MB of
 memory. ``.nii.gz`` copies are written by :func:`gzip_with_nibabel`
 (``nib.save`` at nibabel's default level 1) so that they are typical files.
@@ -34,6 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -45,11 +49,13 @@ __all__ = [
     "gzip_with_nibabel",
     "make_header",
     "oblique_las_affine",
+    "oblique_sagittal_affine",
     "t1_slabs",
     "write_bold",
     "write_nifti",
     "write_sparse",
     "write_t1",
+    "write_t1_sagittal",
 ]
 
 VOX_OFFSET = 352
@@ -81,6 +87,33 @@ def oblique_las_affine(shape: Sequence[int], zooms: Sequence[float]) -> np.ndarr
     affine = np.eye(4)
     affine[:3, :3] = linear
     affine[:3, 3] = -linear @ centre
+    return affine
+
+
+def oblique_sagittal_affine(shape: Sequence[int], zooms: Sequence[float]) -> np.ndarray:
+    """Sagittal slices turned 12° about x and 5° about z, centred on the field of view.
+
+    Parameters
+    ----------
+    shape
+        Spatial shape ``(ni, nj, nk)``.
+    zooms
+        Voxel sizes in mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        4×4 voxel → RAS+ affine: i along x, j along -z, k along y before the
+        rotations, so that ``nib.aff2axcodes`` gives ``("R", "I", "A")``.
+    """
+    a, c = np.deg2rad(12.0), np.deg2rad(5.0)
+    rot_x = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    rot_z = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    sagittal = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
+    linear = rot_z @ rot_x @ sagittal @ np.diag(np.asarray(zooms, dtype=np.float64))
+    affine = np.eye(4)
+    affine[:3, :3] = linear
+    affine[:3, 3] = -linear @ (np.asarray(shape[:3], dtype=np.float64) - 1) / 2
     return affine
 
 
@@ -228,7 +261,13 @@ def bold_volumes(shape: Sequence[int], seed: int = 0, start: int = 0) -> Iterato
         yield np.rint(volume).astype(np.int16)
 
 
-def write_bold(path: str | os.PathLike[str], shape: Sequence[int], seed: int = 0) -> str:
+def write_bold(
+    path: str | os.PathLike[str],
+    shape: Sequence[int],
+    seed: int = 0,
+    slope: float = 1.0,
+    inter: float = 0.0,
+) -> str:
     """Write a BOLD-like int16 series (see :func:`bold_volumes`) to a ``.nii`` file.
 
     Parameters
@@ -239,6 +278,9 @@ def write_bold(path: str | os.PathLike[str], shape: Sequence[int], seed: int = 0
         ``(ni, nj, nk, nt)``.
     seed
         Seed of the content.
+    slope, inter
+        ``scl_slope`` and ``scl_inter`` of the header (the stored integers are
+        the same whatever they are).
 
     Returns
     -------
@@ -246,6 +288,7 @@ def write_bold(path: str | os.PathLike[str], shape: Sequence[int], seed: int = 0
         The path written.
     """
     header = make_header(shape, np.int16, _BOLD_ZOOMS, tr=_TR)
+    header.set_slope_inter(slope, inter)
     return write_nifti(path, header, bold_volumes(shape, seed))
 
 
@@ -310,6 +353,38 @@ def write_t1(path: str | os.PathLike[str], shape: Sequence[int], seed: int = 1) 
     return write_nifti(path, header, t1_slabs(shape, seed))
 
 
+def write_t1_sagittal(
+    path: str | os.PathLike[str],
+    shape: Sequence[int],
+    zooms: Sequence[float] = (1.0, 1.0, 1.0),
+    seed: int = 1,
+) -> str:
+    """Write the T1-like volume as int16 oblique sagittal slices to a ``.nii`` file.
+
+    Parameters
+    ----------
+    path
+        Output path (``.nii``).
+    shape
+        ``(ni, nj, nk)``: i is the slice direction (left-right).
+    zooms
+        Voxel sizes in mm.
+    seed
+        Seed of the content.
+
+    Returns
+    -------
+    str
+        The path written; qform (code 1) and sform (code 2) are both
+        :func:`oblique_sagittal_affine`.
+    """
+    header = make_header(shape, np.int16, zooms)
+    affine = oblique_sagittal_affine(shape, zooms)
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=2)
+    return write_nifti(path, header, (s.astype(np.int16) for s in t1_slabs(shape, seed)))
+
+
 def write_sparse(
     path: str | os.PathLike[str], shape: Sequence[int], dtype: np.dtype | type = np.int16
 ) -> str:
@@ -345,7 +420,9 @@ def gzip_with_nibabel(source: str | os.PathLike[str], target: str | os.PathLike[
     """Write ``source`` (a ``.nii``) as ``target`` (``.nii.gz``) with ``nib.save``.
 
     nibabel streams the memory-mapped data through CPython's zlib at its
-    default level (1), which is how typical ``.nii.gz`` files are made.
+    default level (1), which is how typical ``.nii.gz`` files are made. The
+    stored integers and ``scl_slope``/``scl_inter`` are kept (``nib.save`` of a
+    loaded image would recompute the scaling from the scaled values).
 
     Parameters
     ----------
@@ -359,7 +436,10 @@ def gzip_with_nibabel(source: str | os.PathLike[str], target: str | os.PathLike[
     str
         The path written.
     """
-    nib.save(nib.load(os.fspath(source)), os.fspath(target))
+    img: Any = nib.load(os.fspath(source))
+    stored = nib.Nifti1Image(img.dataobj.get_unscaled(), img.affine, img.header)
+    stored.header.set_slope_inter(img.dataobj.slope, img.dataobj.inter)
+    nib.save(stored, os.fspath(target))
     return os.fspath(target)
 
 

@@ -42,19 +42,6 @@ TARGET_RATIO = 1.5
 INTERPOLATION = {0: "nearest", 1: "linear", 3: "continuous"}
 
 
-def _oblique_sagittal(shape: tuple[int, ...], zooms: np.ndarray) -> np.ndarray:
-    """Sagittal slices (i along x, j along -z, k along y), turned 12° and 5° off the axes."""
-    a, c = np.deg2rad(12.0), np.deg2rad(5.0)
-    rot_x = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    rot_z = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    sagittal = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
-    linear = rot_z @ rot_x @ sagittal @ np.diag(zooms)
-    affine = np.eye(4)
-    affine[:3, :3] = linear
-    affine[:3, 3] = -linear @ (np.array(shape[:3]) - 1) / 2
-    return affine
-
-
 def _covering_grid(path: Path, zoom: float) -> tuple[np.ndarray, tuple[int, ...]]:
     """An axis-aligned grid of ``zoom`` mm voxels covering the image's field of view."""
     img = nib.load(path)
@@ -75,13 +62,8 @@ def make_inputs(folder: Path, quick: bool) -> list[tuple[str, Path, np.ndarray, 
     """
     t1_shape = (48, 64, 64) if quick else (96, 128, 128)
     t1_zooms = np.array([1.2, 1.0, 1.0]) * (2 if quick else 1)
-    t1_header = _data.make_header(t1_shape, np.int16, t1_zooms)
-    t1_affine = _oblique_sagittal(t1_shape, t1_zooms)
-    t1_header.set_qform(t1_affine, code=1)
-    t1_header.set_sform(t1_affine, code=2)
     t1_path = folder / "t1.nii"
-    slabs = (s.astype(np.int16) for s in _data.t1_slabs(t1_shape))
-    _data.write_nifti(t1_path, t1_header, slabs)
+    _data.write_t1_sagittal(t1_path, t1_shape, t1_zooms)
 
     bold_shape = (32, 32, 18, 20) if quick else (64, 64, 36, 300)
     bold_header = _data.make_header(bold_shape, np.int16, (3.0, 3.0, 3.0), tr=2.0)
