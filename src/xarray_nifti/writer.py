@@ -124,7 +124,10 @@ def _write_data(fileobj: IO[bytes], plan: NiftiPlan) -> None:
         # together and write them one by one (no concatenated copy).
         from dask.base import compute as dask_compute
 
-        darr = data.data
+        # One task per chunk, computed without dask's final assembly: that would
+        # copy each Fortran-ordered chunk into a C-ordered array, only for it to
+        # be transposed back for the file.
+        tasks = data.data.to_delayed()
         edges = list(itertools.accumulate(all_chunks[slabs.cut], initial=0))
 
         def compute_blocks(key: tuple[Any, ...]) -> Sequence[np.ndarray]:
@@ -133,7 +136,7 @@ def _write_data(fileobj: IO[bytes], plan: NiftiPlan) -> None:
             outer = tuple(int(i) for i in key[slabs.cut + 1 :])
             index = (0,) * slabs.cut
             rest = (0,) * (len(all_chunks) - ndim)
-            blocks = [darr.blocks[(*index, n, *outer, *rest)] for n in range(first, last)]
+            blocks = [tasks[(*index, n, *outer, *rest)] for n in range(first, last)]
             return list(dask_compute(*blocks))
 
         _pipelined(slab_keys(plan.shape, slabs), compute_blocks, consume)
@@ -150,14 +153,20 @@ class _UsePositional(Exception):
 
 
 def _block_batches(darr: Any, ndim: int) -> Iterator[list[tuple[tuple[int, ...], Any]]]:
-    """Blocks of a dask array in file order, grouped up to ``SLAB_BYTES``."""
+    """Chunk tasks of a dask array in file order, grouped up to ``SLAB_BYTES``.
+
+    Tasks, not ``darr.blocks[...]``: computing a block array would copy the
+    Fortran-ordered chunk into a C-ordered one.
+    """
     grid = [range(n) for n in darr.numblocks]
+    tasks = darr.to_delayed()
     batch: list[tuple[tuple[int, ...], Any]] = []
     size = 0
     for combo in itertools.product(*reversed(grid[:ndim])):
         index = tuple(reversed(combo)) + (0,) * (len(grid) - ndim)
-        block = darr.blocks[index]
-        nbytes = int(math.prod(block.shape)) * max(darr.dtype.itemsize, 4)
+        block = tasks[index]
+        block_shape = [darr.chunks[axis][n] for axis, n in enumerate(index)]
+        nbytes = int(math.prod(block_shape)) * max(darr.dtype.itemsize, 4)
         if batch and size + nbytes > _slabs.SLAB_BYTES:
             yield batch
             batch, size = [], 0
