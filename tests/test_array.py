@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import nibabel as nib
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from helpers import run_in_threads
 from xarray_nifti import NiftiFileChangedError
 from xarray_nifti import _readers as readers_module
 from xarray_nifti import _region as region_module
+from xarray_nifti import array as array_module
 from xarray_nifti._region import read_region
 from xarray_nifti._resolve import open_source
 from xarray_nifti._source import DataLocation
@@ -401,3 +403,148 @@ def test_same_file_opened_twice_shares_one_lock(files: dict[str, Path]) -> None:
     assert first._lock.lock is second._lock.lock
     restored = pickle.loads(pickle.dumps(first))
     assert restored._lock.lock is first._lock.lock
+
+
+# -- regions read in place ------------------------------------------------------------------------
+
+
+def test_contiguous_region_is_read_into_the_output() -> None:
+    shape = (4, 3, 5, 6)
+    data = np.arange(np.prod(shape), dtype="<i2").reshape(shape, order="F")
+    raw = data.tobytes(order="F")
+    location = open_source(_nifti_bytes(data)).data
+    offset = location.offset
+    calls: list[memoryview] = []
+
+    def read_into(start: int, out: memoryview) -> None:
+        calls.append(out)
+        out[:] = (b"\0" * offset + raw)[start : start + len(out)]
+
+    for selection, expected in [
+        ([(0, 4, 1), (0, 3, 1), (0, 5, 1), (2, 1, 1)], data[..., 2:3]),  # one volume
+        ([(0, 4, 1), (0, 3, 1), (1, 3, 1), (4, 1, 1)], data[:, :, 1:4, 4:5]),  # a k-slab
+        ([(0, 4, 1), (0, 3, 1), (0, 5, 1), (1, 3, 1)], data[..., 1:4]),  # volumes 1..3
+        ([(1, 2, 1), (2, 1, 1), (3, 1, 1), (5, 1, 1)], data[1:3, 2:3, 3:4, 5:6]),  # a row
+    ]:
+        calls.clear()
+        got = read_region(read_into, location, selection)
+        np.testing.assert_array_equal(got, expected)
+        assert len(calls) == 1
+        assert np.shares_memory(got, np.frombuffer(calls[0], np.uint8))
+
+
+def test_strided_region_still_uses_a_buffer() -> None:
+    shape = (4, 3, 5, 2)
+    data = np.arange(np.prod(shape), dtype="<i2").reshape(shape, order="F")
+    location = open_source(_nifti_bytes(data)).data
+    raw = b"\0" * location.offset + data.tobytes(order="F")
+    calls: list[memoryview] = []
+
+    def read_into(start: int, out: memoryview) -> None:
+        calls.append(out)
+        out[:] = raw[start : start + len(out)]
+
+    got = read_region(read_into, location, [(0, 2, 2), (0, 3, 1), (0, 5, 1), (1, 1, 1)])
+    np.testing.assert_array_equal(got, data[0:4:2, :, :, 1:2])
+    assert not np.shares_memory(got, np.frombuffer(calls[0], np.uint8))
+
+
+def _nifti_bytes(data: np.ndarray) -> io.BytesIO:
+    image = nib.Nifti1Image(np.asarray(data), np.eye(4))
+    image.header.set_data_dtype(data.dtype)
+    return io.BytesIO(image.to_bytes())
+
+
+# -- the shared per-process reader -----------------------------------------------------------------
+
+
+def _backend_array(ds: xr.Dataset) -> NiftiBackendArray:
+    data: Any = ds["data"].variable._data
+    while not isinstance(data, NiftiBackendArray):
+        data = data.array
+    return data
+
+
+@pytest.fixture
+def bold_gz(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    data = np.arange(10 * 9 * 8 * 12, dtype=np.int16).reshape(10, 9, 8, 12)
+    path = tmp_path / "bold.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return path, data
+
+
+def test_closing_one_dataset_keeps_the_shared_reader(bold_gz: tuple[Path, np.ndarray]) -> None:
+    path, data = bold_gz
+    first = xr.open_dataset(path, engine="nifti")
+    array = _backend_array(first)
+    with array._manager.acquire_context() as reader:
+        stream = reader._stream
+    stream.spacing = 1  # a checkpoint at every volume (real volumes are ≥ the 1 MiB default)
+    np.testing.assert_array_equal(first["data"][..., 11].values, data[..., 11])
+    other = xr.open_dataset(path, engine="nifti", chunks={})
+    np.testing.assert_array_equal(other["data"][..., 0].values, data[..., 0])
+    other.close()
+    other.close()  # idempotent: does not count as a second user leaving
+    before = stream.inflated
+    np.testing.assert_array_equal(first["data"][..., 11].values, data[..., 11])
+    with array._manager.acquire_context() as reader:
+        assert reader._stream is stream  # same reader, checkpoints kept
+    assert stream.inflated - before == 10 * 9 * 8 * 2  # one volume, not a pass from byte 0
+    first.close()
+    assert array._key not in array_module._USERS
+    assert not stream._checkpoints  # the last user closed the reader
+
+
+def test_unpickled_copy_counts_as_a_user(bold_gz: tuple[Path, np.ndarray]) -> None:
+    path, data = bold_gz
+    array = NiftiBackendArray(open_source(path).data)
+    key = array._key
+    assert array_module._USERS[key] == 1
+    copy = pickle.loads(pickle.dumps(array))
+    assert array_module._USERS[key] == 2
+    array.close()
+    array.close()
+    assert array_module._USERS[key] == 1
+    copy.close()
+    assert key not in array_module._USERS
+    with xr.open_dataset(path, engine="nifti") as ds:  # reading after close reopens
+        np.testing.assert_array_equal(ds["data"].values, data)
+
+
+def test_grouped_chunks_keep_a_checkpoint_per_volume(tmp_path: Path) -> None:
+    """Reading a volume again inside a chunk of several volumes re-inflates about that volume."""
+    shape = (64, 64, 128, 12)  # 1 MiB volumes: the checkpoint spacing
+    data = np.random.default_rng(2).integers(0, 1000, shape).astype(np.int16)
+    path = tmp_path / "grouped.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    volume = 64 * 64 * 128 * 2
+    with (
+        dask.config.set({"array.chunk-size": f"{4 * volume}B"}),  # 4 volumes per chunk
+        xr.open_dataset(path, engine="nifti") as ds,
+    ):
+        array = _backend_array(ds)
+        assert array._grid == (352, 4 * volume, volume)
+        np.testing.assert_array_equal(ds["data"][..., 11].values, data[..., 11])
+        with array._manager.acquire_context() as reader:
+            stream = reader._stream
+        before = stream.inflated
+        np.testing.assert_array_equal(ds["data"][..., 10].values, data[..., 10])
+        assert stream.inflated - before <= volume + (1 << 16)  # not the chunk from volume 8
+
+
+def test_dataset_tells_the_gzip_reader_its_volume_grid(tmp_path: Path) -> None:
+    shape = (8, 7, 6, 5)
+    data = np.arange(np.prod(shape), dtype=np.int16).reshape(shape)
+    path = tmp_path / "bold.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    volume = 8 * 7 * 6 * 2
+    with (
+        dask.config.set({"array.chunk-size": f"{2 * volume}B"}),  # two volumes per chunk
+        xr.open_dataset(path, engine="nifti") as ds,
+    ):
+        np.testing.assert_array_equal(ds["data"][..., 4].values, data[..., 4])
+        array = _backend_array(ds)
+        assert array._grid == (352, 2 * volume, volume)
+        with array._manager.acquire_context() as reader:
+            stream = reader._stream
+        assert (stream.first, stream.stride) == (352, 2 * volume)

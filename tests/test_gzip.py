@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -283,3 +285,116 @@ def test_the_crc_is_checked_even_when_other_threads_read_privately(tmp_path: Pat
         _read(stream, SIZE - 10_000, 10_000)
     with pytest.raises(NiftiFormatError, match="checksum"):  # never served unchecked later
         _read(stream, SIZE - 10_000, 10_000)
+
+
+# -- checkpoints and the skip cache on a chunk grid ------------------------------------------------
+
+N_CHUNKS = 400
+STRIDE = 8192
+VOX_OFFSET = 352
+GRID_DATA = _payload(VOX_OFFSET + N_CHUNKS * STRIDE)
+GRID_BLOB = gzip.compress(GRID_DATA, compresslevel=1)
+
+
+def _grid_stream(spacing: int = STRIDE, **cache: int) -> GzipStream:
+    # real volumes are ≥ 1 MiB, the default spacing: small chunks need a small spacing
+    blob = io.BytesIO(GRID_BLOB)
+    return GzipStream(
+        blob, "grid.nii.gz", len(GRID_DATA), VOX_OFFSET, STRIDE, spacing=spacing, **cache
+    )
+
+
+def _read_chunk(stream: GzipStream, n: int) -> None:
+    out = bytearray(STRIDE)
+    start = VOX_OFFSET + n * STRIDE
+    stream.read_into(start, memoryview(out))
+    assert bytes(out) == GRID_DATA[start : start + STRIDE], n
+
+
+def test_checkpoints_keep_no_large_compressed_input() -> None:
+    """A checkpoint retains at most one feed (64 KiB) of compressed input, not a 1 MiB block."""
+    payload = os.urandom(3 << 20)  # incompressible: 3 MiB of compressed input
+    blob = io.BytesIO(gzip.compress(payload, 1))
+    stream = GzipStream(blob, "rand.nii.gz", len(payload), spacing=128 << 10)
+    out = bytearray(len(payload))
+    stream.read_into(0, memoryview(out))
+    assert bytes(out) == payload
+    assert len(stream._checkpoints) >= 20
+    tails = [sys.getsizeof(cp.inflater.unconsumed_tail) for cp in stream._checkpoints]
+    assert max(tails) <= _gzip._FEED + 100
+    # the pending input is a view of the block read from the file, not a copy of it
+    assert isinstance(stream._main.pending, memoryview)
+
+
+def test_checkpoints_sit_at_chunk_starts() -> None:
+    stream = _grid_stream()
+    _read_chunk(stream, N_CHUNKS - 1)
+    expected = [0] + [VOX_OFFSET + n * STRIDE for n in range(N_CHUNKS)]
+    assert list(stream.checkpoint_positions) == expected
+
+
+def test_small_chunks_use_every_mth_chunk_start() -> None:
+    stream = _grid_stream(spacing=3 * STRIDE - 5)  # m = 3
+    _read_chunk(stream, N_CHUNKS - 1)
+    expected = [0] + [VOX_OFFSET + n * STRIDE for n in range(0, N_CHUNKS, 3)]
+    assert list(stream.checkpoint_positions) == expected
+
+
+def test_checkpoint_count_stays_bounded_by_default_spacing() -> None:
+    stream = GzipStream(io.BytesIO(GRID_BLOB), "grid.nii.gz", len(GRID_DATA), VOX_OFFSET, 16)
+    _read_chunk(stream, N_CHUNKS - 1)
+    assert len(stream.checkpoint_positions) <= _gzip._MAX_CHECKPOINTS + 1
+    assert all((p - VOX_OFFSET) % 16 == 0 for p in stream.checkpoint_positions[1:])
+
+
+DASK_ORDER = [int(key) for key in sorted(map(str, range(N_CHUNKS)), reverse=True)]
+
+
+def test_ascending_order_inflates_every_byte_once() -> None:
+    stream = _grid_stream()
+    for n in range(N_CHUNKS):
+        _read_chunk(stream, n)
+    assert stream.inflated == VOX_OFFSET + N_CHUNKS * STRIDE
+
+
+def test_backward_jump_costs_exactly_one_chunk() -> None:
+    stream = _grid_stream()
+    _read_chunk(stream, 300)  # chunks 284-299 stay in the skip cache: read far from them
+    for n in (250, 17, 280, 0):
+        before = stream.inflated
+        _read_chunk(stream, n)
+        assert stream.inflated - before == STRIDE
+
+
+def test_dask_string_order_uses_the_skip_cache() -> None:
+    """Replay dask's descending-string key order (99, 98, ..., 90, 9, 89, ...).
+
+    Every chunk is inflated once on the way to a later one (the skips to 99
+    and to 399) and, unless the skip cache still holds it, once more when it
+    is asked for. A bounded cache can only absorb the chunks asked for right
+    after a skip, so the ratio stays near 2 minus the cache size per skip.
+    """
+    ratios = {}
+    for chunks in (0, _gzip._SKIP_CACHE_CHUNKS):
+        stream = _grid_stream(cache_chunks=chunks)
+        peak = 0
+        for n in DASK_ORDER:
+            _read_chunk(stream, n)
+            held, held_bytes = stream.cached
+            peak = max(peak, held_bytes)
+            assert held <= chunks
+        ratios[chunks] = stream.inflated / (N_CHUNKS * STRIDE)
+        assert peak <= chunks * STRIDE
+    data_ratio = 1 + (N_CHUNKS - 2) / N_CHUNKS  # two skips: 0..98 and 100..398
+    assert ratios[0] == pytest.approx(data_ratio, abs=0.01)
+    cache = _gzip._SKIP_CACHE_CHUNKS
+    assert ratios[cache] <= data_ratio - 2 * cache / N_CHUNKS + 0.01
+
+
+def test_skip_cache_respects_its_byte_bound() -> None:
+    stream = _grid_stream(cache_bytes=5 * STRIDE)
+    _read_chunk(stream, 99)
+    assert 0 < stream.cached[1] <= 5 * STRIDE
+    stream = _grid_stream(cache_bytes=STRIDE)  # chunks too big to cache
+    _read_chunk(stream, 99)
+    assert stream.cached == (0, 0)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pytest
+import xarray as xr
 
 from helpers import run_in_threads
+from xarray_nifti import NiftiFileChangedError, NiftiTruncatedError
 from xarray_nifti._readers import open_reader
 from xarray_nifti._resolve import open_source
 
@@ -62,3 +66,66 @@ def test_close_waits_for_the_reads_in_progress(path: Path) -> None:
     thread.join(5)
     closer.join(5)
     assert not closer.is_alive()
+
+
+# -- uncompressed files: pread, a memory map only for strided regions ---------------------------
+
+
+@pytest.fixture
+def nii(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    data = np.arange(6 * 5 * 4 * 3, dtype=np.int32).reshape(6, 5, 4, 3)
+    path = tmp_path / "img.nii"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return path, data
+
+
+def test_volume_reads_use_pread_not_a_map(
+    nii: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, data = nii
+    calls: list[int] = []
+    original = os.preadv
+
+    def counting(fd: int, buffers: Any, offset: int) -> int:
+        calls.append(offset)
+        return original(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", counting)
+    reader = open_reader(open_source(path).data)
+    try:
+        for t in range(3):
+            got = reader.read_region([(0, 6, 1), (0, 5, 1), (0, 4, 1), (t, 1, 1)])
+            np.testing.assert_array_equal(got[..., 0], data[..., t])
+        assert len(calls) == 3
+        assert reader._map is None
+        strided = reader.read_region([(0, 3, 2), (0, 5, 1), (0, 4, 1), (0, 3, 1)])
+        np.testing.assert_array_equal(strided, data[::2])
+        assert reader._map is not None
+    finally:
+        reader.close()
+
+
+def test_short_pread_raises_naming_the_file(
+    nii: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = nii
+    reader = open_reader(open_source(path).data)
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset: 0)  # shrank between checks
+    try:
+        with pytest.raises(NiftiTruncatedError, match=r"img\.nii.*shrank"):
+            reader.read_region([(0, 6, 1), (0, 5, 1), (0, 4, 1), (1, 1, 1)])
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("region", ["volume", "strided"])
+def test_truncation_after_open_raises(nii: tuple[Path, np.ndarray], region: str) -> None:
+    path, _ = nii
+    ds = xr.open_dataset(path, engine="nifti", cache=False)
+    ds["data"][..., 0].values  # noqa: B018  (opens the reader)
+    with open(path, "r+b") as f:
+        f.truncate(400)
+    part = ds["data"][..., 2] if region == "volume" else ds["data"][::2]
+    with pytest.raises(NiftiFileChangedError, match=r"img\.nii.*shrank"):
+        part.values  # noqa: B018
+    ds.close()

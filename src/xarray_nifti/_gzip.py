@@ -140,6 +140,10 @@ class GzipStream:
         Optional chunk grid: the uncompressed offsets ``first + n * stride``
         where chunks start (e.g. the data offset and the bytes of one volume).
         Checkpoints are placed on this grid; see :meth:`set_chunk_grid`.
+    spacing
+        Least distance between checkpoints (default ``max(1 MiB, data_end / 1024)``).
+    cache_bytes, cache_chunks
+        Bounds of the skip cache (whole chunks inflated on the way to a later read).
 
     Attributes
     ----------
@@ -164,12 +168,18 @@ class GzipStream:
         data_end: int,
         first: int | None = None,
         stride: int | None = None,
+        *,
+        spacing: int | None = None,
+        cache_bytes: int = _SKIP_CACHE_BYTES,
+        cache_chunks: int = _SKIP_CACHE_CHUNKS,
     ) -> None:
         self._file = fileobj
         self._fd = _descriptor(fileobj)
         self.name = name
         self.data_end = int(data_end)
-        self.spacing = max(1 << 20, self.data_end // _MAX_CHECKPOINTS)
+        default_spacing = max(1 << 20, self.data_end // _MAX_CHECKPOINTS)
+        self.spacing = default_spacing if spacing is None else int(spacing)
+        self.cache_bytes, self.cache_chunks = int(cache_bytes), int(cache_chunks)
         self.first = 0
         self.stride: int | None = None
         self.unit = 0
@@ -186,6 +196,18 @@ class GzipStream:
             self.set_chunk_grid(0 if first is None else first, stride)
         self._main = _Cursor(_zlib.decompressobj(_GZIP_WBITS))
         self._add_checkpoint(self._main)
+
+    @property
+    def checkpoint_positions(self) -> tuple[int, ...]:
+        """Uncompressed offsets where a read can restart without inflating from byte 0."""
+        with self._changed:
+            return tuple(self._checkpoint_positions)
+
+    @property
+    def cached(self) -> tuple[int, int]:
+        """(chunks, bytes) held in the skip cache."""
+        with self._changed:
+            return len(self._skipped), self._skipped_bytes
 
     @property
     def concurrent(self) -> bool:
@@ -343,7 +365,7 @@ class GzipStream:
         pos = self._main.out_pos
         if pos < first or (pos - first) % size:
             return 0
-        if size > _SKIP_CACHE_BYTES // 2:  # too big: caching it would not pay for itself
+        if size > self.cache_bytes // 2:  # too big: caching it would not pay for itself
             return 0
         return size
 
@@ -367,7 +389,7 @@ class GzipStream:
             self._skipped[start] = bytes(chunk)
             self._skipped_bytes += size
             while self._skipped and (
-                self._skipped_bytes > _SKIP_CACHE_BYTES or len(self._skipped) > _SKIP_CACHE_CHUNKS
+                self._skipped_bytes > self.cache_bytes or len(self._skipped) > self.cache_chunks
             ):
                 _, old = self._skipped.popitem(last=False)
                 self._skipped_bytes -= len(old)
