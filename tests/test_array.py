@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import dask
 import nibabel as nib
 import numpy as np
@@ -252,7 +253,6 @@ def test_pickled_copy_survives_closing_the_original(files: dict[str, Path]) -> N
 
 
 def test_dask_graph_pickles(files: dict[str, Path]) -> None:
-    cloudpickle = pytest.importorskip("cloudpickle")
     with _open(files, "nii.gz", chunks={}) as ds:
         ds["data"].isel(time=0).compute()
         mean = ds["data"].mean("time")

@@ -31,8 +31,6 @@ from nibabel.processing import resample_from_to
 import xarray_nifti  # noqa: F401  (registers the accessor)
 from helpers import process_cluster
 
-distributed = pytest.importorskip("distributed")
-
 pytestmark = [
     pytest.mark.timeout(120),
     # The dataset's encoding keeps the stored int16 dtype with the scale factors:
@@ -147,7 +145,6 @@ def test_temporal_mean_and_to_nifti_on_workers(client: Any, image: Path, tmp_pat
 
 
 def test_encode_to_zarr_on_workers(client: Any, image: Path, tmp_path: Path) -> None:
-    pytest.importorskip("zarr")
     ds = open_chunked(image)
     store = tmp_path / "bold.zarr"
     ds.nifti.encode().to_zarr(store, mode="w")

@@ -17,16 +17,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
+import distributed
 import nibabel as nib
 import numpy as np
 import pytest
+import s3fs  # noqa: F401  (the s3:// protocol of fsspec)
 import xarray as xr
 
 from s3_server import RequestLog, s3_endpoint
 from xarray_nifti import NiftiFileChangedError
-
-pytest.importorskip("s3fs")
-boto3 = pytest.importorskip("boto3")
 
 BUCKET = "nifti-test"
 SHAPE = (64, 64, 32, 20)  # int16: 256 KiB per volume, 5 MiB per file
@@ -423,7 +423,6 @@ def test_unpickled_copy_checks_the_version_seen_at_open(s3: S3) -> None:
 
 
 def test_two_workers_fetch_compressed_bytes_at_most_about_twice(s3: S3, log: RequestLog) -> None:
-    distributed = pytest.importorskip("distributed")
     import dask
 
     key = "sub-01_task-rest_bold.nii.gz"

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import nibabel as nib
 import numpy as np
 import pytest
@@ -446,7 +447,6 @@ def testheader_file_of(given: str, existing: list[str], expected: str, tmp_path:
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 def test_fsspec_url_and_file_url(suffix: str, tmp_path: Path) -> None:
-    fsspec = pytest.importorskip("fsspec")
     data = np.arange(4 * 5 * 6 * 3, dtype=np.int16).reshape(4, 5, 6, 3)
     path = write_valid(tmp_path, "remote" + suffix)
     memory = fsspec.filesystem("memory")
