@@ -713,3 +713,32 @@ def test_local_cluster_temporal_mean(make_image: Any) -> None:
     with process_cluster(2), xr.open_dataset(path, engine="nifti", chunks={}) as ds:
         mean = ds["data"].mean("time").compute()
     np.testing.assert_allclose(mean.values, (data * 0.5 + 2.0).mean(axis=-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "fields"),
+    [
+        ((4, 3, 2), np.int16, {}),
+        ((4, 3), np.float32, {}),
+        ((4, 3, 2, 3), np.int16, {"scl_slope": 2.0, "scl_inter": 1.0}),
+        ((4, 3, 2, 3, 2), np.complex64, {"scl_slope": 2.0, "scl_inter": 0.0}),
+    ],
+    ids=["3d", "2d", "4d-scaled", "5d-complex-scaled"],
+)
+def test_dataset_is_the_one_the_public_constructor_builds(
+    make_image: Any, shape: tuple[int, ...], dtype: Any, fields: dict[str, Any]
+) -> None:
+    # The backend assembles its Dataset without xarray's constructor (which costs more than
+    # parsing the header): it must be exactly the constructor's, in the same order.
+    path = make_image(_ramp(shape, dtype), name="assembled.nii", **fields)
+    ds = NiftiBackendEntrypoint().open_dataset(path)
+    coords = xr.Coordinates(
+        {name: ds[name].variable for name in ds.coords}, indexes=dict(ds.xindexes)
+    )
+    built = xr.Dataset({"data": ds["data"].variable}, coords=coords)
+    xr.testing.assert_identical(ds, built)
+    assert list(ds.variables) == list(built.variables)
+    assert list(ds.dims) == list(built.dims)
+    assert set(ds.xindexes) == set(built.xindexes)
+    assert ds.data.encoding == built.data.encoding
+    ds.close()

@@ -21,6 +21,7 @@ import xarray as xr
 import xarray_nifti
 from s3_server import RequestLog, s3_endpoint
 from test_bids_tree import Dataset, leaves, make_dataset, open_tree, time_mean
+from xarray_nifti import NiftiFileChangedError
 from xarray_nifti.bids import BidsDatasetWarning
 
 
@@ -41,6 +42,7 @@ class Bucket:
     options: dict[str, Any]
     log: RequestLog
     keys: dict[Path, str]  # local file → its key
+    client: Any  # boto3's, to change objects behind the package's back
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def bucket(bids: Dataset) -> Any:
             if path.is_file():
                 keys[path] = "ds/" + path.relative_to(bids.root).as_posix()
                 endpoint.client.upload_file(str(path), BUCKET, keys[path])
-        yield Bucket(f"s3://{BUCKET}/ds", endpoint.options, endpoint.log, keys)
+        yield Bucket(f"s3://{BUCKET}/ds", endpoint.options, endpoint.log, keys, endpoint.client)
 
 
 def test_s3_tree_equals_the_local_tree(bids: Dataset, bucket: Bucket) -> None:
@@ -103,6 +105,8 @@ def test_s3_open_reads_one_header_per_image_and_each_json_once(
     listings = [e for e in gets if e["key"] == ""]
     assert len(listings) == 1
     assert {e["key"] for e in gets} == image_keys | expected_metadata | {""}
+    # Each object's size and ETag come from the listing: no HEAD request to stamp or size it.
+    assert [e for e in entries if e["method"] == "HEAD"] == []
     image_bytes = sum(e["bytes"] for e in gets if e["key"] in image_keys)
     metadata_bytes = sum(e["bytes"] for e in gets if e["key"] in expected_metadata)
     print(
@@ -112,6 +116,34 @@ def test_s3_open_reads_one_header_per_image_and_each_json_once(
         f"{sum(e['method'] == 'HEAD' for e in entries)} HEADs"
     )
     assert len(leaves(tree)) == len(image_keys)
+
+
+def test_s3_image_replaced_after_the_listing_is_noticed(bids: Dataset, bucket: Bucket) -> None:
+    # Stamped from the listing's size and ETag, checked against a HEAD at read time.
+    prefix = "changed/"  # a copy of the dataset, so that the other tests see the original
+    for path, key in bucket.keys.items():
+        bucket.client.upload_file(str(path), BUCKET, prefix + key)
+    tree = open_tree(f"s3://{BUCKET}/{prefix}ds", storage_options=bucket.options, suffix="T1w")
+    changed, unchanged = [w for w in bids.images if w.entities["suffix"] == "T1w"][:2]
+    other = bids.images[0].path.read_bytes()  # another image: another size and ETag
+    bucket.client.put_object(Bucket=BUCKET, Key=prefix + bucket.keys[changed.path], Body=other)
+    np.testing.assert_allclose(tree[unchanged.tree_path].data.values, unchanged.data, rtol=1e-6)
+    with pytest.raises(NiftiFileChangedError, match=r"changed since it was opened"):
+        tree[changed.tree_path].data.values  # noqa: B018
+
+
+def test_s3_image_opened_alone_costs_one_head(bids: Dataset, bucket: Bucket) -> None:
+    image = bids.images[0]
+    bucket.log.clear()
+    with xr.open_dataset(
+        f"{bucket.url}/{bucket.keys[image.path][len('ds/') :]}",
+        engine="nifti",
+        storage_options=bucket.options,
+        sidecar=False,
+    ) as ds:
+        assert ds.data.shape == image.data.shape
+        entries = [e for e in bucket.log.entries if e["key"] == bucket.keys[image.path]]
+    assert [e["method"] for e in entries] == ["HEAD", "GET"]  # stamp, then the header's range
 
 
 # -- on a dask.distributed cluster of worker processes -----------------------------------------

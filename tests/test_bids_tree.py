@@ -25,6 +25,8 @@ import pytest
 import xarray as xr
 
 import xarray_nifti
+from xarray_nifti import NiftiBackendEntrypoint
+from xarray_nifti._bids_tree import bids_tree
 from xarray_nifti.bids import BidsDatasetWarning
 
 DESCRIPTION = {
@@ -619,3 +621,46 @@ def test_open_groups_matches_the_tree(bids: Dataset) -> None:
     }
     for path, ds in groups.items():
         xr.testing.assert_identical(ds, tree[path].to_dataset())
+
+
+def test_tree_is_what_from_dict_builds(bids: Dataset) -> None:
+    # The backend links the nodes itself (from_dict's checks cost more than the images).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BidsDatasetWarning)
+        groups = NiftiBackendEntrypoint().open_groups_as_dict(bids.root, derivatives=True)
+    tree = bids_tree(groups)
+    expected = xr.DataTree.from_dict(groups)
+    assert tree.identical(expected)
+    assert [node.path for node in tree.subtree] == [node.path for node in expected.subtree]
+    for node in tree.subtree:
+        assert node.root is tree
+        assert list(node.children) == list(expected[node.path].children)
+    xr.testing.assert_identical(
+        tree["sub-01/anat/T1w"].to_dataset(),
+        NiftiBackendEntrypoint().open_dataset(bids.image("/sub-01/anat/T1w").path),
+    )
+
+
+def test_tree_of_groups_with_inherited_coordinates_is_checked_by_xarray() -> None:
+    groups = {
+        "/": xr.Dataset(coords={"c": [1, 2]}),
+        "/a/b": xr.Dataset({"v": ("c", [3, 4])}),
+    }
+    tree = bids_tree(groups)
+    assert tree.identical(xr.DataTree.from_dict(groups))
+    assert "c" in tree["a/b"].coords  # inherited
+    with pytest.raises(ValueError, match="not aligned"):
+        bids_tree({"/": xr.Dataset(coords={"c": [1, 2]}), "/a": xr.Dataset(coords={"c": [5]})})
+
+
+@pytest.mark.parametrize(
+    "option", [{"decode_times": False}, {"decode_cf": False}, {"decode_coords": "all"}]
+)
+def test_cf_decoding_options_are_accepted_as_by_open_dataset(
+    bids: Dataset, option: dict[str, Any]
+) -> None:
+    tree = open_tree(bids.root, suffix="T1w", **option)
+    for written in bids.images:
+        if written.entities["suffix"] == "T1w":
+            expected = xr.open_dataset(written.path, engine="nifti", **option)
+            xr.testing.assert_identical(tree[written.tree_path].to_dataset(), expected)

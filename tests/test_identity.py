@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 import xarray as xr
 
 from xarray_nifti import NiftiFileChangedError, NiftiTruncatedError
+from xarray_nifti._identity import check_stamps, stamp_fsspec
 
 SHAPE = (10, 9, 8, 6)
 OLD = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
@@ -150,3 +152,62 @@ def test_unchanged_file_reads_with_no_false_alarm(tmp_path: Path) -> None:
         np.testing.assert_array_equal(ds["data"].values, OLD)
     os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns))  # same times
     np.testing.assert_array_equal(ds["data"].isel(time=4).values, OLD[..., 4])
+
+
+# -- remote objects: stamps from a listing's entry, checked against info() -------------------
+
+
+class _Store:
+    """A stand-in for an fsspec filesystem: ``info()`` says what ``now`` holds."""
+
+    async_impl = True
+
+    def __init__(self, now: dict[str, Any]) -> None:
+        self.now = now
+        self.asked = 0
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        pass
+
+    def info(self, path: str) -> dict[str, Any]:
+        self.asked += 1
+        return dict(self.now)
+
+
+_PLUS_2 = timezone(timedelta(hours=2))
+_UTC = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+_LISTED = {"name": "b/k.nii", "size": 100, "ETag": '"abc"', "LastModified": _UTC}
+
+
+def test_stamp_from_a_listing_needs_no_request_and_matches_a_later_head() -> None:
+    # HEAD adds a version id and gives the time in another zone: neither is a change.
+    store = _Store({**_LISTED, "VersionId": "v1", "LastModified": _UTC.astimezone(_PLUS_2)})
+    stamp = stamp_fsspec(store, "b/k.nii", "s3://b/k.nii", info=_LISTED)
+    assert store.asked == 0
+    check_stamps((stamp,))
+    assert store.asked == 1
+
+
+@pytest.mark.parametrize(
+    ("now", "message"),
+    [
+        ({"ETag": '"def"'}, r"version changed \(ETag \"abc\" -> ETag \"def\"\)"),
+        ({"size": 90}, "shrank from 100 to 90 bytes"),
+        ({"ETag": None}, "version changed"),
+    ],
+    ids=["etag", "size", "etag-gone"],
+)
+def test_remote_change_is_named(now: dict[str, Any], message: str) -> None:
+    store = _Store({**_LISTED, **now})
+    stamp = stamp_fsspec(store, "b/k.nii", "s3://b/k.nii", info=_LISTED)
+    with pytest.raises(NiftiFileChangedError, match=rf"s3://b/k\.nii: .*{message}"):
+        check_stamps((stamp,))
+
+
+def test_without_an_etag_the_modification_time_is_compared_as_an_instant() -> None:
+    listed = {"size": 100, "LastModified": _UTC}
+    same = _Store({"size": 100, "LastModified": _UTC.astimezone(_PLUS_2)})
+    check_stamps((stamp_fsspec(same, "k", info=listed),))
+    later = _Store({"size": 100, "LastModified": _UTC + timedelta(seconds=1)})
+    with pytest.raises(NiftiFileChangedError, match="LastModified"):
+        check_stamps((stamp_fsspec(later, "k", info=listed),))

@@ -20,6 +20,7 @@ is read (finding the root would list every folder above it).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from ._bids_names import IMAGE_EXTENSIONS, parse_name
+from ._bids_names import IMAGE_EXTENSIONS, BidsName, parse_name
 from ._errors import BidsSidecarWarning
 from ._header import is_url
 from ._optional import require
@@ -179,6 +180,12 @@ def _parent(path: str) -> str:
     return path.rstrip("/").rpartition("/")[0]
 
 
+@functools.lru_cache(maxsize=4096)
+def _candidate_name(filename: str) -> BidsName | None:
+    """:func:`parse_name` of a JSON file's name, remembered: a tree asks once per image."""
+    return parse_name(filename)
+
+
 def applicable_sidecars(image: str, candidates: Iterable[str], root: str) -> list[str]:
     """The JSON files among ``candidates`` that apply to ``image``, farthest first.
 
@@ -218,7 +225,7 @@ def applicable_sidecars(image: str, candidates: Iterable[str], root: str) -> lis
         level, _, candidate_name = candidate.rpartition("/")
         if level not in depth:
             continue
-        parsed = parse_name(candidate_name)
+        parsed = _candidate_name(candidate_name)
         if parsed is None or parsed.extension != ".json" or parsed.suffix != name.suffix:
             continue
         if all(name.entities.get(key) == label for key, label in parsed.entities.items()):

@@ -42,6 +42,7 @@ from ._bids import (
     read_text,
     sidecar_attrs,
 )
+from ._resolve import ListedObject
 from .bids import BidsDatasetWarning, BidsFile, BidsListing, list_dataset
 
 __all__ = ["bids_groups", "bids_tree"]
@@ -49,7 +50,8 @@ __all__ = ["bids_groups", "bids_tree"]
 PARTICIPANTS = "participants"
 _REMOTE_THREADS = 8  # concurrent header reads over the network (latency bound)
 
-OpenImage = Callable[..., xr.Dataset]
+# Opens one image, given its path or the remote object the listing found.
+OpenImage = Callable[[str | ListedObject], xr.Dataset]
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -86,7 +88,11 @@ def _open_leaf(
     read: Callable[[str], dict[str, Any] | None],
 ) -> xr.Dataset:
     try:
-        dataset = open_image(image.path, sidecar=False)
+        if listing.fs is None:
+            dataset = open_image(image.path)
+        else:
+            info = listing.object_info.get(image.path)
+            dataset = open_image(ListedObject(listing.fs, image.path, info))
     except Exception as err:
         if image.path in str(err) or os.path.basename(image.path) in str(err):
             raise
@@ -145,8 +151,10 @@ def bids_groups(
     root
         The dataset's top folder (local path or fsspec URL).
     open_image
-        Opens one image: ``open_image(path, sidecar=False)`` (the backend's
-        ``open_dataset`` with the user's options bound).
+        Opens one image: the backend's ``open_dataset`` with the user's
+        options and ``sidecar=False``, called with the image's path, or for
+        a remote dataset with the :class:`ListedObject` that the listing
+        found (so that the image costs one GET and no HEAD request).
     derivatives, storage_options, **filters
         As for :func:`xarray_nifti.bids_files`.
     sidecar
@@ -235,9 +243,71 @@ def bids_groups(
 
 
 def bids_tree(groups: Mapping[str, xr.Dataset]) -> xr.DataTree:
-    """The DataTree of :func:`bids_groups`; closing the tree closes every image."""
-    tree = xr.DataTree.from_dict(dict(groups))
-    for path, dataset in groups.items():
-        if dataset._close is not None:
-            tree[path].set_close(dataset._close)
+    """The DataTree of :func:`bids_groups`; closing the tree closes every image.
+
+    It equals ``xr.DataTree.from_dict(groups)``. That call checks each node
+    against its parents (alignment, inherited coordinates, names) as it
+    inserts it, which costs more than opening the image: here no group with
+    children has variables (the root and pipeline groups hold attrs only), so
+    there is nothing to check, and the nodes are linked directly. Should
+    xarray's node internals ever differ from what this expects, the tree is
+    built by ``from_dict`` instead.
+    """
+    tree = _linked(groups) if _nothing_to_inherit(groups) else None
+    if tree is None:
+        tree = xr.DataTree.from_dict(dict(groups))
+        for path, dataset in groups.items():
+            if dataset._close is not None:
+                tree[path].set_close(dataset._close)
     return tree
+
+
+def _parent_path(path: str) -> str:
+    return path.rpartition("/")[0] or "/"
+
+
+def _nothing_to_inherit(groups: Mapping[str, xr.Dataset]) -> bool:
+    """Whether no group that has others below it holds variables (or dims)."""
+    parents = {_parent_path(path) for path in groups if path != "/"}
+    return all(not groups[path].variables for path in parents if path in groups)
+
+
+def _linked(groups: Mapping[str, xr.Dataset]) -> xr.DataTree | None:
+    """The tree of ``groups`` (absolute paths), nodes linked without checks; ``None`` if
+    xarray's internals are not the expected ones.
+
+    Groups are inserted by depth, as ``from_dict`` does, so that every node lists its
+    children in the same order.
+    """
+    nodes: dict[str, xr.DataTree] = {}
+    empty = xr.Dataset()  # copied into each folder's node: cheaper than making one each time
+
+    def node_at(path: str) -> xr.DataTree:
+        node = nodes.get(path)
+        if node is None:
+            dataset = groups.get(path, empty)
+            node = nodes[path] = xr.DataTree(dataset)
+            if dataset._close is not None:
+                node.set_close(dataset._close)
+            if path != "/":
+                parent = node_at(_parent_path(path))
+                name = path.rpartition("/")[2]
+                parent._children[name] = node
+                node._parent = parent
+                node._name = name
+        return node
+
+    try:
+        root = node_at("/")
+        for path in sorted(groups, key=lambda p: p.count("/")):
+            node_at(path)
+    except AttributeError:
+        return None
+    for path, node in nodes.items():  # read back through the public accessors
+        if path != "/" and (
+            node.name != path.rpartition("/")[2]
+            or node.parent is not nodes[_parent_path(path)]
+            or node.parent.children.get(node.name) is not node
+        ):
+            return None
+    return root

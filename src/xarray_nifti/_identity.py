@@ -10,8 +10,11 @@ dask workers, and reads compare it with the file as it is now:
 * local files: size, ``st_mtime_ns``, device + inode, and a CRC32 of the first
   and last 4 KiB (for gzip the last 8 bytes are the stream's own CRC32 and
   size, so a same-size rewrite within one mtime tick is still caught);
-* fsspec objects: size and the ETag / version id / modification time that the
-  filesystem's ``info()`` reports.
+* fsspec objects: size and the ETag that the filesystem's ``info()`` reports
+  (the version id, else the modification time, where there is no ETag). The
+  stamp may come from the entry of a listing that was just made (a BIDS
+  dataset is listed before its images are opened): a later ``info()`` of the
+  same object gives the same fields, so no request is spent on stamping.
 
 A file that was only touched (new mtime, same bytes) counts as changed: a
 cheap check cannot tell it from a rewrite, and a false alarm that asks the
@@ -22,14 +25,19 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ._errors import NiftiFileChangedError
 
-__all__ = ["FileStamp", "check_stamps", "stamp_fsspec", "stamp_local"]
+__all__ = ["FileStamp", "check_stamps", "fresh_info", "stamp_fsspec", "stamp_local"]
 
 _SAMPLE = 4096  # bytes checksummed at each end of a local file
+# The fields that identify a version of a remote object, best first: the first one
+# ``info()`` reports is compared. Listings and ``info()`` spell the ETag alike, but not
+# always the rest (S3 gives a version id only to HEAD, and timestamps in other zones).
 _REMOTE_VERSION_KEYS = (
     "ETag",
     "etag",
@@ -46,7 +54,8 @@ class FileStamp:
     """What one file looked like when the image was opened.
 
     ``fs`` is the fsspec filesystem of a remote object (``None`` for a local
-    path); ``version`` holds the fields compared besides the size.
+    path); ``version`` holds the fields compared besides the size (for a
+    remote object, ``(field name, value)`` pairs).
     """
 
     name: str
@@ -81,13 +90,39 @@ def stamp_local(path: str, name: str | None = None, content: bool = True) -> Fil
     return FileStamp(name or path, path, stat.st_size, version)
 
 
-def stamp_fsspec(fs: Any, path: str, name: str | None = None) -> FileStamp:
-    """Stamp an fsspec object from a fresh ``info()`` (cached listings are dropped first)."""
+def fresh_info(fs: Any, path: str) -> dict[str, Any]:
+    """``fs.info(path)`` from the store itself, not from a cached listing."""
     fs.invalidate_cache(path)
-    info = fs.info(path)
-    version = tuple(str(info[key]) for key in _REMOTE_VERSION_KEYS if info.get(key) is not None)
+    info: dict[str, Any] = fs.info(path)
+    return info
+
+
+def _field(value: Any) -> str:
+    if isinstance(value, datetime):  # the same instant in any time zone
+        return repr(value.timestamp())
+    return str(value)
+
+
+def _remote_version(
+    info: Mapping[str, Any], keys: tuple[str, ...] | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The identity fields of ``info``: those named by ``keys``, else the first present."""
+    if keys is None:
+        present = [key for key in _REMOTE_VERSION_KEYS if info.get(key) is not None]
+        keys = tuple(present[:1])
+    return tuple((key, _field(info.get(key))) for key in keys)
+
+
+def stamp_fsspec(
+    fs: Any, path: str, name: str | None = None, info: Mapping[str, Any] | None = None
+) -> FileStamp:
+    """Stamp an fsspec object from ``info`` (a fresh listing's entry) or a fresh ``info()``."""
+    if info is None:
+        info = fresh_info(fs, path)
     size = info.get("size")
-    return FileStamp(name or path, path, None if size is None else int(size), version, fs)
+    return FileStamp(
+        name or path, path, None if size is None else int(size), _remote_version(info), fs
+    )
 
 
 def _restamp(stamp: FileStamp, content: bool) -> FileStamp:
@@ -96,7 +131,11 @@ def _restamp(stamp: FileStamp, content: bool) -> FileStamp:
         if not content:  # compare size, device, inode and mtime only
             return FileStamp(now.name, now.path, now.size, (*now.version[:3], stamp.version[3]))
         return now
-    return stamp_fsspec(stamp.fs, stamp.path, stamp.name)
+    info = fresh_info(stamp.fs, stamp.path)
+    size = info.get("size")
+    keys = tuple(key for key, _ in stamp.version)  # the fields the stamp compares
+    version = _remote_version(info, keys)
+    return FileStamp(stamp.name, stamp.path, None if size is None else int(size), version, stamp.fs)
 
 
 def _what_changed(old: FileStamp, new: FileStamp) -> str:
@@ -105,9 +144,9 @@ def _what_changed(old: FileStamp, new: FileStamp) -> str:
     if old.size != new.size:
         return f"its size went from {old.size} to {new.size} bytes"
     if old.fs is not None:
-        return f"its version changed ({', '.join(map(str, old.version))} -> " + (
-            f"{', '.join(map(str, new.version))})"
-        )
+        before = ", ".join(f"{key} {value}" for key, value in old.version)
+        after = ", ".join(f"{key} {value}" for key, value in new.version)
+        return f"its version changed ({before} -> {after})"
     if old.version[:2] != new.version[:2]:
         return "it was replaced by another file"
     if old.version[2] != new.version[2]:

@@ -8,19 +8,24 @@ pairs by :mod:`._pairs`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
 import os
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ._header import _checked_path, is_url
-from ._identity import stamp_fsspec
+from ._identity import fresh_info, stamp_fsspec
 from ._optional import require
 from ._pairs import is_pair_path, open_fsspec_pair, open_pair_path
 from ._source import ImageSource, open_fileobj, open_single_path
 
-__all__ = ["open_source"]
+__all__ = ["ListedObject", "open_source"]
+
+_HEADER_READ_AHEAD = 1 << 16  # bytes fetched by the first read of a remote header
 
 
 def _open_path(path: str) -> ImageSource:
@@ -55,6 +60,8 @@ def open_source(filename_or_obj: Any, storage_options: dict[str, Any] | None = N
     NiftiFormatError
         For anything that is not a readable NIfTI-1/2 or Analyze header.
     """
+    if isinstance(filename_or_obj, ListedObject):
+        return _open_listed(filename_or_obj)
     if isinstance(filename_or_obj, str | os.PathLike):
         text = os.fspath(filename_or_obj)
         if isinstance(text, bytes):
@@ -78,27 +85,72 @@ def open_source(filename_or_obj: Any, storage_options: dict[str, Any] | None = N
     )
 
 
+@dataclass(frozen=True, eq=False)
+class ListedObject:
+    """A remote object that a listing of ``fs`` found, to be opened as ``open_dataset`` opens URLs.
+
+    ``info`` is the listing's entry for it (size, ETag): it stamps the object and
+    sizes the read, so that parsing the header costs one ranged GET and no HEAD.
+    """
+
+    fs: Any
+    url: str
+    info: Mapping[str, Any] | None = None
+
+
+def _open_listed(listed: ListedObject) -> ImageSource:
+    fsspec = require("fsspec", "remote", f"reading {listed.url}")
+    path = listed.fs._strip_protocol(listed.url)
+    return _open_fsspec(fsspec.core.OpenFile(listed.fs, path, mode="rb"), listed.url, listed.info)
+
+
 def _open_url(url: str, storage_options: dict[str, Any]) -> ImageSource:
     fsspec = require("fsspec", "remote", f"reading {url}")
     open_file = fsspec.open(url, mode="rb", **storage_options)
     return _open_fsspec(open_file, url)
 
 
-def _open_fsspec(open_file: Any, name: str) -> ImageSource:
+@functools.cache
+def _opens_with_size(fs_class: Any) -> bool:
+    """Whether ``fs_class.open`` takes the object's ``size`` (and then asks the store nothing)."""
+    try:
+        return "size" in inspect.signature(fs_class._open).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _open_known(fs: Any, path: str, info: Mapping[str, Any]) -> Any:
+    """Open an object for reading its header, told its size and details (``info``).
+
+    A small read-ahead: filesystems such as s3fs default to 50 MiB blocks,
+    which would download whole images to parse a header. Without the size,
+    s3fs would ask for the object's details (a HEAD request) once more.
+    """
+    options: dict[str, Any] = {"block_size": _HEADER_READ_AHEAD, "cache_type": "readahead"}
+    size = info.get("size")
+    if size is not None and _opens_with_size(fs.__class__):
+        options["size"] = int(size)
+    fileobj = fs.open(path, mode="rb", **options)
+    if "size" in options:
+        from fsspec.spec import AbstractBufferedFile
+
+        if isinstance(fileobj, AbstractBufferedFile):
+            fileobj.details = dict(info)
+    return fileobj
+
+
+def _open_fsspec(open_file: Any, name: str, info: Mapping[str, Any] | None = None) -> ImageSource:
     fs = open_file.fs
     if is_pair_path(open_file.path):
         return open_fsspec_pair(fs, open_file.path, name, type(open_file))
     try:
-        stamp = stamp_fsspec(fs, open_file.path, name)
-        # A small read-ahead: filesystems such as s3fs default to 50 MiB
-        # blocks, which would download whole images to parse a header.
-        fileobj = fs.open(open_file.path, mode="rb", block_size=1 << 16, cache_type="readahead")
-    except FileNotFoundError as err:
+        if info is None:
+            info = fresh_info(fs, open_file.path)
+        stamp = stamp_fsspec(fs, open_file.path, name, info)
+        with _open_known(fs, open_file.path, info) as fileobj:
+            source = open_fileobj(fileobj, name, (stamp,))
+    except FileNotFoundError as err:  # also an object listed, then deleted
         raise FileNotFoundError(f"{name}: no such object ({err})") from err
     except PermissionError as err:
         raise PermissionError(f"{name}: access denied, check the credentials ({err})") from err
-    try:
-        source = open_fileobj(fileobj, name, (stamp,))
-    finally:
-        fileobj.close()
     return replace(source, data=replace(source.data, fileobj=open_file))

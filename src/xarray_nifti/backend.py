@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from functools import partial
 from typing import Any
 
@@ -15,7 +15,7 @@ from xarray.backends import BackendEntrypoint
 from xarray.coding.common import lazy_elemwise_func
 from xarray.coding.variables import CFScaleOffsetCoder
 from xarray.core import indexing
-from xarray.indexes import PandasIndex, RangeIndex
+from xarray.indexes import Index, PandasIndex, RangeIndex
 
 from ._bids import sidecar_attrs
 from ._bids_tree import bids_groups, bids_tree
@@ -159,39 +159,63 @@ def dataset_from_source(
     array.set_chunks([preferred.get(dim, size) for dim, size in zip(dims, shape, strict=False)])
 
     axis_dims = tuple(DIM_NAMES[a] if a < len(shape) else None for a in range(3))
-    coords = xr.Coordinates.from_xindex(
-        VoxelAffineIndex.from_geometry(geometry, axis_dims, source=source.name)
-    )
-    if times is not None:
-        coords = _with_time(coords, times, shape[3])
-    dataset = xr.Dataset({var_name: variable}, coords=coords)
+    index = VoxelAffineIndex.from_geometry(geometry, axis_dims, source=source.name)
+    indexes: dict[Hashable, Index] = {}
+    coords: dict[Hashable, xr.Variable] = {}
+    for coord_index in (index, None if times is None else _time_index(times, shape[3])):
+        if coord_index is not None:
+            created = coord_index.create_variables()
+            coords.update(created)
+            indexes.update(dict.fromkeys(created, coord_index))
+    if "time" in coords:
+        coords["time"].attrs.update(_TIME_ATTRS)
+    dataset = _assemble({var_name: variable, **coords}, indexes)
     dataset.set_close(array.close)
     return dataset
 
 
-def _with_time(coords: xr.Coordinates, times: np.ndarray, ntime: int) -> xr.Coordinates:
-    """Add the ``time`` coordinate; lazy (a ``RangeIndex``) for very long time axes.
+def _assemble(variables: dict[Hashable, xr.Variable], indexes: dict[Hashable, Index]) -> xr.Dataset:
+    """``xr.Dataset(data_vars, coords=xr.Coordinates(coords, indexes))`` without its checks.
+
+    The first variable is the data variable, whose dims cover those of every
+    coordinate and whose coordinates are all indexed, so the constructor's
+    merge and alignment (which cost more than parsing the header, and count
+    when a BIDS tree opens hundreds of images) have nothing to find.
+    ``tests/test_backend.py`` checks that the result is the constructor's.
+    """
+    data = next(iter(variables.values()))
+    return xr.Dataset._construct_direct(
+        variables,
+        coord_names=set(indexes),
+        dims=dict(zip(data.dims, data.shape, strict=True)),
+        indexes=indexes,
+    )
+
+
+_TIME_ATTRS = {"units": "s", "long_name": "acquisition time"}
+
+
+def _time_index(times: np.ndarray, ntime: int) -> Index:
+    """The ``time`` index; lazy (a ``RangeIndex``) for very long time axes.
 
     Memory at open time must not grow with header dims: a header claiming
     10⁹ volumes (possible for a small, highly compressed file) would otherwise
     allocate 8 GB for its time stamps, so only the first two are computed then.
     """
-    attrs = {"units": "s", "long_name": "acquisition time"}
     if ntime <= _EAGER_TIME_MAX:
-        # Built directly rather than with ``coords.assign``, whose merge and alignment cost
-        # more than the rest of an open (it matters when a BIDS tree opens hundreds of files).
-        time_index = PandasIndex(pd.Index(times, name="time"), "time")
-        variables = {**coords.variables, **time_index.create_variables()}
-        variables["time"].attrs.update(attrs)
-        indexes = {**coords.xindexes, "time": time_index}
-        return xr.Coordinates(variables, indexes=indexes)
+        return PandasIndex(pd.Index(times, name="time"), "time")
     start, step = float(times[0]), float(times[1] - times[0])
-    index = RangeIndex.linspace(
+    return RangeIndex.linspace(
         start, start + ntime * step, ntime, endpoint=False, dim="time", coord_name="time"
     )
-    merged = coords.merge(xr.Coordinates.from_xindex(index)).coords
-    merged["time"].attrs.update(attrs)
-    return merged
+
+
+def _without(dataset: xr.Dataset, drop_variables: str | Iterable[str] | None) -> xr.Dataset:
+    """``dataset`` without the ``drop_variables`` it has."""
+    if drop_variables is None:
+        return dataset
+    names = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)
+    return dataset.drop_vars([n for n in names if n in dataset.variables])
 
 
 def _inflate_some(data: bytes, count: int) -> bytes:
@@ -295,80 +319,49 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         if sidecar and isinstance(filename_or_obj, str | os.PathLike):
             attrs = dataset[var_name].attrs
             attrs.update(sidecar_attrs(source.name, attrs, storage_options=storage_options))
-        if drop_variables is not None:
-            names = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)
-            dataset = dataset.drop_vars([n for n in names if n in dataset.variables])
-        return dataset
+        return _without(dataset, drop_variables)
 
     def open_groups_as_dict(
         self,
         filename_or_obj: Any,
         *,
-        drop_variables: str | Iterable[str] | None = None,
-        mask_and_scale: bool = True,
-        var_name: str = "data",
-        storage_options: dict[str, Any] | None = None,
-        sidecar: bool = True,
         derivatives: bool | str | Iterable[str] | None = None,
         on_error: str = "raise",
-        **filters: Any,
+        **options: Any,
     ) -> dict[str, xr.Dataset]:
-        """The groups of :meth:`open_datatree`, for ``xr.open_groups``."""
-        open_image = partial(
-            self.open_dataset,
-            drop_variables=drop_variables,
-            mask_and_scale=mask_and_scale,
-            var_name=var_name,
-            storage_options=storage_options,
-        )
+        """The groups of :meth:`open_datatree` by path, for ``xr.open_groups``; same keywords."""
+        # The keywords of open_dataset open each image; the others are entity filters.
+        image = {key: options.pop(key) for key in self.open_dataset_parameters if key in options}
+        _check_var_name(image.get("var_name", "data"))  # once, not once per image
+        sidecar = image.pop("sidecar", True)  # the tree applies BIDS inheritance itself
         return bids_groups(
             filename_or_obj,
-            open_image,
+            partial(self.open_dataset, sidecar=False, **image),
             derivatives=derivatives,
-            storage_options=storage_options,
+            storage_options=image.get("storage_options"),
             sidecar=sidecar,
             on_error=on_error,
-            **filters,
+            **options,
         )
 
-    def open_datatree(
-        self,
-        filename_or_obj: Any,
-        *,
-        drop_variables: str | Iterable[str] | None = None,
-        mask_and_scale: bool = True,
-        var_name: str = "data",
-        storage_options: dict[str, Any] | None = None,
-        sidecar: bool = True,
-        derivatives: bool | str | Iterable[str] | None = None,
-        on_error: str = "raise",
-        **filters: Any,
-    ) -> xr.DataTree:
+    def open_datatree(self, filename_or_obj: Any, **options: Any) -> xr.DataTree:
         """Open a BIDS dataset (local folder or fsspec URL) as a lazy DataTree.
 
         ``xr.open_datatree(root, engine="nifti", **filters)``: one group per
         image (``/sub-01/ses-1/func/task-rest_run-1_bold``), each opened as
         :meth:`open_dataset` opens it, with its inherited BIDS sidecars in
         attrs; ``dataset_description.json`` in the root's attrs and
-        ``participants.tsv`` in ``/participants``. ``derivatives=`` adds
-        pipelines under ``/derivatives/<pipeline>``; ``on_error="warn"``
-        leaves unreadable images out with a warning; entity filters
-        (``subject=``, ``task=``, ``suffix=``, ``datatype=``...) are those
-        of :func:`xarray_nifti.bids_files`. See the BIDS how-to.
+        ``participants.tsv`` in ``/participants``. See the BIDS how-to.
+
+        Keywords: those of :meth:`open_dataset` (``drop_variables``,
+        ``mask_and_scale``, ``var_name``, ``storage_options``, ``sidecar``
+        and the ignored CF options), then ``derivatives=`` (add pipelines
+        under ``/derivatives/<pipeline>``), ``on_error="warn"`` (leave
+        unreadable images out with a warning) and the entity filters
+        (``subject=``, ``task=``, ``suffix=``, ``datatype=``...) of
+        :func:`xarray_nifti.bids_files`.
         """
-        return bids_tree(
-            self.open_groups_as_dict(
-                filename_or_obj,
-                drop_variables=drop_variables,
-                mask_and_scale=mask_and_scale,
-                var_name=var_name,
-                storage_options=storage_options,
-                sidecar=sidecar,
-                derivatives=derivatives,
-                on_error=on_error,
-                **filters,
-            )
-        )
+        return bids_tree(self.open_groups_as_dict(filename_or_obj, **options))
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         """Recognise NIfTI/Analyze files by magic bytes (also in gzip) or by suffix."""

@@ -74,6 +74,10 @@ class BidsListing:
     json_files: dict[str, list[str]] = field(default_factory=dict)  # dataset root → JSONs
     pipelines: dict[str, str] = field(default_factory=dict)  # pipeline → its root
     other_files: set[str] = field(default_factory=set)  # relative paths of top-level files
+    fs: Any = None  # the fsspec filesystem of a remote dataset (None: local)
+    # Remote objects: URL → the listing's entry (size, ETag...), so that opening an
+    # image needs no request to find out what the listing already said.
+    object_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _fs_and_root(root: str | os.PathLike[str], storage_options: Mapping[str, Any] | None) -> Any:
@@ -102,15 +106,16 @@ def _walk_local(root: str, derivatives: bool) -> list[str]:
     return found
 
 
-def _walk_remote(fs: Any, root: str) -> list[str]:
+def _walk_remote(fs: Any, root: str) -> dict[str, dict[str, Any]]:
+    """Relative path → the listing's entry of every file under ``root``, sorted by path."""
     base = fs._strip_protocol(root).rstrip("/")
-    found = []
+    found = {}
     # One recursive listing (a single paginated LIST on object stores).
-    for key in fs.find(base, detail=False):
+    for key, info in fs.find(base, detail=True).items():
         relative = key[len(base) :].lstrip("/")
         if relative and not any(part.startswith(".") for part in relative.split("/")):
-            found.append(relative)
-    return sorted(found)
+            found[relative] = info
+    return dict(sorted(found.items()))
 
 
 def _classify(relative: str) -> tuple[BidsName, str, str] | None:
@@ -222,6 +227,7 @@ def list_dataset(
     fs, base = _fs_and_root(root, storage_options)
     wants_derivatives = derivatives not in (None, False)
     missing = f"{base}: no such directory (expected a BIDS dataset's top folder)"
+    infos: dict[str, dict[str, Any]] = {}
     if fs is None:
         if os.path.isfile(base):
             raise NotADirectoryError(
@@ -232,7 +238,8 @@ def list_dataset(
             raise FileNotFoundError(missing)
         relatives = _walk_local(base, wants_derivatives)
     else:
-        relatives = _walk_remote(fs, base)
+        infos = _walk_remote(fs, base)
+        relatives = list(infos)
         if not relatives:  # on object stores a folder without files does not exist
             raise FileNotFoundError(missing)
     if DESCRIPTION_FILE not in relatives:
@@ -241,6 +248,8 @@ def list_dataset(
             f"dataset's top folder (the one holding {DESCRIPTION_FILE})"
         )
     listing = BidsListing(base, dict(storage_options) if storage_options is not None else None)
+    listing.fs = fs
+    listing.object_info = {f"{base}/{relative}": info for relative, info in infos.items()}
     listing.other_files = {r for r in relatives if "/" not in r}
     top = {r.split("/")[0] for r in relatives}
     raw = [r for r in relatives if r.split("/")[0] not in _NOT_RAW or "/" not in r]
