@@ -14,7 +14,7 @@ import xarray as xr
 
 from helpers import run_in_threads
 from xarray_nifti import NiftiFileChangedError, NiftiTruncatedError
-from xarray_nifti._readers import open_reader
+from xarray_nifti._readers import _pread_exactly, open_reader
 from xarray_nifti._resolve import open_source
 
 DATA = np.arange(12 * 10 * 8 * 6, dtype=np.int16).reshape(12, 10, 8, 6)
@@ -129,3 +129,23 @@ def test_truncation_after_open_raises(nii: tuple[Path, np.ndarray], region: str)
     with pytest.raises(NiftiFileChangedError, match=r"img\.nii.*shrank"):
         part.values  # noqa: B018
     ds.close()
+
+
+@pytest.mark.parametrize("size", [1, 999, 4096, 10_000 + 3])
+def test_large_reads_split_over_threads_fill_every_byte(tmp_path: Path, size: int) -> None:
+    payload = np.random.default_rng(size).integers(0, 256, size + 50, dtype=np.uint8).tobytes()
+    path = tmp_path / "blob.bin"
+    path.write_bytes(payload)
+    out = bytearray(size)
+    with path.open("rb") as f:
+        _pread_exactly(f.fileno(), 50, memoryview(out), AssertionError, split_bytes=1000)
+    assert bytes(out) == payload[50:]
+
+
+def test_a_split_read_past_the_end_raises_the_callers_error(tmp_path: Path) -> None:
+    path = tmp_path / "short.bin"
+    path.write_bytes(bytes(5000))
+    with path.open("rb") as f, pytest.raises(EOFError, match="shrank"):
+        _pread_exactly(
+            f.fileno(), 0, memoryview(bytearray(8000)), lambda: EOFError("shrank"), split_bytes=1000
+        )

@@ -14,6 +14,7 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
 
@@ -150,17 +151,55 @@ class _MappedReader(_Reader):
 
 # Linux moves at most 0x7ffff000 bytes per read call.
 _PREAD_MAX = 1 << 30
+# Large reads are split over a few threads: the kernel's copy and the page faults
+# of the fresh output array then run on several cores (os.preadv releases the GIL).
+_SPLIT_BYTES = 16 << 20
+_SPLIT_THREADS = max(1, min(4, os.cpu_count() or 1))
+_split_pool: ThreadPoolExecutor | None = None
+_split_pool_lock = threading.Lock()
 
 
-def _pread_exactly(fd: int, offset: int, out: memoryview, error: Callable[[], Exception]) -> None:
-    """Fill ``out`` from ``fd`` at ``offset``; a short read (file shrank) raises ``error()``."""
+def _pread_exactly(
+    fd: int,
+    offset: int,
+    out: memoryview,
+    error: Callable[[], Exception],
+    split_bytes: int = _SPLIT_BYTES,
+) -> None:
+    """Fill ``out`` from ``fd`` at ``offset``; a short read (file shrank) raises ``error()``.
+
+    Reads of at least twice ``split_bytes`` run in parallel pieces.
+    """
     out = out.cast("B") if out.format != "B" or out.ndim != 1 else out
+    parts = min(_SPLIT_THREADS, len(out) // max(1, split_bytes))
+    if parts < 2:
+        _pread_range(fd, offset, out, error)
+        return
+    step = -(-len(out) // parts)
+    pieces = [(start, out[start : start + step]) for start in range(0, len(out), step)]
+    futures = [
+        _pool().submit(_pread_range, fd, offset + start, piece, error) for start, piece in pieces
+    ]
+    wait(futures)  # every piece is done with ``out`` before a short read is re-raised
+    for future in futures:
+        future.result()
+
+
+def _pread_range(fd: int, offset: int, out: memoryview, error: Callable[[], Exception]) -> None:
     done = 0
     while done < len(out):
         got = os.preadv(fd, [out[done : done + _PREAD_MAX]], offset + done)
         if got <= 0:
             raise error()
         done += got
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _split_pool
+    with _split_pool_lock:
+        if _split_pool is None:
+            _split_pool = ThreadPoolExecutor(_SPLIT_THREADS, thread_name_prefix="xarray-nifti-read")
+        return _split_pool
 
 
 class _FileReader(_Reader):
