@@ -7,14 +7,16 @@ classes inherit these members, so they are documented and used as
 
 from __future__ import annotations
 
-from typing import Any, Generic
+from typing import Generic
 
 import xarray as xr
 
 from .epi_mask import compute_mask as compute_epi_mask
 from .grid import T_Xarray
+from .masking import GridImage
 from .masking import mask as mask_voxels
 from .masking import unmask as unmask_voxels
+from .regions import RegionNames
 from .regions import regions as region_signals
 
 __all__ = ["MaskerMembers"]
@@ -25,7 +27,7 @@ class MaskerMembers(Generic[T_Xarray]):
 
     _obj: T_Xarray
 
-    def mask(self, mask: Any) -> T_Xarray:
+    def mask(self, mask: GridImage) -> T_Xarray:
         """The voxels inside a brain mask, as a ``(…, voxel)`` array (image → matrix).
 
         Parameters
@@ -84,7 +86,9 @@ class MaskerMembers(Generic[T_Xarray]):
         """
         return unmask_voxels(self._obj, fill_value)
 
-    def regions(self, labels: Any, reduce: str = "mean", names: Any = None) -> T_Xarray:
+    def regions(
+        self, labels: GridImage, reduce: str = "mean", names: RegionNames | None = None
+    ) -> T_Xarray:
         """One signal per atlas region (as nilearn's ``NiftiLabelsMasker``).
 
         Parameters

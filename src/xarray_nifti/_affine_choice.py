@@ -7,17 +7,19 @@ decides geometry at open time; every replacement warns with a
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
-import nibabel as nib
 import numpy as np
+from nibabel.analyze import AnalyzeHeader
+from nibabel.nifti1 import Nifti1Header
+from numpy.typing import ArrayLike
 
 from ._header import _PARSE_ERRORS, _warn
 
 __all__ = ["choose_affine"]
 
 
-def _form(getter: Any) -> tuple[np.ndarray | None, str]:
+def _form(getter: Callable[[], ArrayLike]) -> tuple[np.ndarray | None, str]:
     """A header form and what is wrong with it (``""`` if nothing)."""
     try:
         form = np.asarray(getter(), dtype=np.float64)
@@ -30,7 +32,7 @@ def _form(getter: Any) -> tuple[np.ndarray | None, str]:
     return form, ""
 
 
-def _choose_nifti_affine(name: str, header: Any) -> np.ndarray:
+def _choose_nifti_affine(name: str, header: Nifti1Header) -> np.ndarray:
     """nibabel's affine rule (sform, qform, zooms) after dropping unusable forms.
 
     An sform with NaN/inf or a singular matrix is replaced by a valid qform
@@ -74,16 +76,20 @@ def _choose_nifti_affine(name: str, header: Any) -> np.ndarray:
     return np.asarray(header.get_best_affine(), dtype=np.float64)
 
 
-def choose_affine(name: str, header: Any, best: Any) -> np.ndarray:
-    """The affine to use (see :func:`_choose_nifti_affine`); never NaN/inf."""
-    if isinstance(header, nib.Nifti1Header):
+def choose_affine(name: str, header: AnalyzeHeader, best: Callable[[], ArrayLike]) -> np.ndarray:
+    """The affine to use (see :func:`_choose_nifti_affine`); never NaN/inf.
+
+    ``best`` gives nibabel's affine of an Analyze/SPM image (SPM reads a
+    ``.mat`` file beside the image); NIfTI headers follow their own rule.
+    """
+    if isinstance(header, Nifti1Header):
         try:
             affine = _choose_nifti_affine(name, header)
         except _PARSE_ERRORS:
             affine = np.full((4, 4), np.nan)
     else:  # Analyze/SPM: nibabel's affine (SPM reads a .mat file beside the image)
         try:
-            affine = np.asarray(best() if callable(best) else best, dtype=np.float64)
+            affine = np.asarray(best(), dtype=np.float64)
         except _PARSE_ERRORS:
             affine = np.full((4, 4), np.nan)
     if affine.shape == (4, 4) and np.all(np.isfinite(affine)):

@@ -8,9 +8,10 @@ a :class:`NiftiHeaderWarning` and the extensions before it are kept.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Protocol
 
 import nibabel as nib
+from nibabel.nifti1 import Nifti1Extension, Nifti1Extensions, Nifti1Header
 
 from ._errors import NiftiTruncatedError
 from ._header import _warn
@@ -20,7 +21,11 @@ __all__ = ["read_extensions"]
 _EXTENSION_READ = 1 << 20
 
 
-def _read_exactly(stream: Any, count: int) -> bytes:
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+def _read_exactly(stream: _Readable, count: int) -> bytes:
     """Up to ``count`` bytes, read in pieces so a lying size allocates nothing extra."""
     parts: list[bytes] = []
     while count > 0:
@@ -33,8 +38,8 @@ def _read_exactly(stream: Any, count: int) -> bytes:
 
 
 def read_extensions(
-    name: str, stream: Any, header: Any, endian: str, limit: int | None
-) -> tuple[Any, int]:
+    name: str, stream: _Readable, header: Nifti1Header, endian: str, limit: int | None
+) -> tuple[Nifti1Extensions, int]:
     """Header extensions from ``stream`` (positioned after the extension flag).
 
     ``limit`` is the number of bytes the extensions may occupy (up to
@@ -88,14 +93,15 @@ def read_extensions(
     return extensions, used
 
 
-def _make_extension(code: int, content: bytes) -> Any:
-    handler: Any = nib.nifti1.extension_codes.handler.get(code)
+def _make_extension(code: int, content: bytes) -> Nifti1Extension[Any]:
+    handler: Any = nib.nifti1.extension_codes.handler.get(code)  # a Nifti1Extension class
     if handler is None:
-        return nib.nifti1.Nifti1Extension(code, content)
+        return Nifti1Extension(code, content)
     try:
-        return handler(code, content)
+        extension: Nifti1Extension[Any] = handler(code, content)
+        return extension
     # Broad on purpose: only third-party parsers (pydicom, XML) run here, on the
     # file's untrusted bytes, and pydicom's errors derive from Exception only.
     # The raw bytes are kept either way.
     except Exception:
-        return nib.nifti1.Nifti1Extension(code, content)
+        return Nifti1Extension(code, content)

@@ -22,6 +22,8 @@ from typing import Any, cast
 import nibabel as nib
 import numpy as np
 import xarray
+from nibabel.analyze import AnalyzeHeader
+from nibabel.filebasedimages import FileBasedImage
 from nibabel.spatialimages import HeaderDataError
 
 from ._errors import NiftiFormatError, NiftiHeaderWarning, NiftiTruncatedError
@@ -268,14 +270,14 @@ def _checked_path(path: str) -> str:
     return path
 
 
-def _is_cifti(header: Any) -> bool:
+def _is_cifti(header: AnalyzeHeader) -> bool:
     if "intent_code" in header and int(header["intent_code"]) in _CIFTI_INTENTS:
         return True
     extensions = getattr(header, "extensions", ())
     return any(int(ext.get_code()) == _CIFTI_ECODE for ext in extensions)
 
 
-def _cifti_error(name: str, header: Any) -> NiftiFormatError:
+def _cifti_error(name: str, header: AnalyzeHeader) -> NiftiFormatError:
     code = int(header["intent_code"]) if "intent_code" in header else None
     return NiftiFormatError(
         f"{name}: this is a CIFTI-2 file (intent code {code}): it stores "
@@ -283,7 +285,7 @@ def _cifti_error(name: str, header: Any) -> NiftiFormatError:
     )
 
 
-def _reject_non_nifti(name: str, img: Any) -> None:
+def _reject_non_nifti(name: str, img: FileBasedImage) -> None:
     if isinstance(img, nib.Cifti2Image):
         raise _cifti_error(name, img.nifti_header)
     if not isinstance(img, _NIFTI_CLASSES):
@@ -293,7 +295,7 @@ def _reject_non_nifti(name: str, img: Any) -> None:
         )
 
 
-def _check_shape(name: str, header: Any) -> tuple[int, ...]:
+def _check_shape(name: str, header: AnalyzeHeader) -> tuple[int, ...]:
     dims = header["dim"]
     ndim = int(dims[0])
     if not 1 <= ndim <= 7:
@@ -310,7 +312,7 @@ def _check_shape(name: str, header: Any) -> tuple[int, ...]:
     return shape
 
 
-def _check_dtype(name: str, header: Any) -> np.dtype[Any]:
+def _check_dtype(name: str, header: AnalyzeHeader) -> np.dtype[Any]:
     try:
         dtype: np.dtype[Any] = np.dtype(header.get_data_dtype())
     except (HeaderDataError, KeyError, TypeError, ValueError) as err:
@@ -344,7 +346,7 @@ _XYZ_UNIT_CODES = frozenset((0, 1, 2, 3))
 _T_UNIT_CODES = frozenset((0, 8, 16, 24, 32, 40, 48))
 
 
-def _sanitize_header(name: str, header: Any) -> None:
+def _sanitize_header(name: str, header: AnalyzeHeader) -> None:
     """Check the header fields nibabel reads without complaint but cannot use, in place.
 
     Fixes are nibabel's where nibabel has one (its header checks set zero
@@ -415,7 +417,7 @@ def _sanitize_header(name: str, header: Any) -> None:
         )
 
 
-def _check_bitpix(name: str, header: Any) -> None:
+def _check_bitpix(name: str, header: AnalyzeHeader) -> None:
     code = int(header["datatype"])
     try:
         bits = np.dtype(cast(Any, header._data_type_codes.dtype[code])).itemsize * 8

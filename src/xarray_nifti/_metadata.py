@@ -12,12 +12,15 @@ restored bit for bit and a changed one gets a consistent header.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.analyze import AnalyzeHeader
+from nibabel.nifti1 import Nifti1Extension, Nifti1Header
 from nibabel.spatialimages import HeaderDataError
+from numpy.typing import ArrayLike
 
 from ._time_axis import time_step
 from .transform import NiftiGeometry
@@ -54,7 +57,7 @@ def _text(value: Any) -> str:
     return str(raw)
 
 
-def xyzt_units(header: Any) -> tuple[str, str]:
+def xyzt_units(header: Nifti1Header) -> tuple[str, str]:
     """Spatial and time unit names; unknown codes read as ``"unknown"``.
 
     nibabel's ``get_xyzt_units`` raises ``KeyError`` for codes NIfTI does not define.
@@ -64,7 +67,9 @@ def xyzt_units(header: Any) -> tuple[str, str]:
     return str(labels.get(code % 8, "unknown")), str(labels.get(code - code % 8, "unknown"))
 
 
-def geometry_from_header(header: Any, affine: np.ndarray, shape: tuple[int, ...]) -> NiftiGeometry:
+def geometry_from_header(
+    header: AnalyzeHeader, affine: np.ndarray, shape: tuple[int, ...]
+) -> NiftiGeometry:
     """Geometry of the first three axes: chosen affine, sform/qform and their codes."""
     spatial = tuple(shape[:3]) + (1,) * (3 - min(3, len(shape)))
     if isinstance(header, nib.Nifti1Header):  # Nifti2Header is a subclass
@@ -81,7 +86,7 @@ def geometry_from_header(header: Any, affine: np.ndarray, shape: tuple[int, ...]
     return NiftiGeometry(affine, (spatial[0], spatial[1], spatial[2]))
 
 
-def _finite_or_none(getter: Any) -> np.ndarray | None:
+def _finite_or_none(getter: Callable[[], ArrayLike]) -> np.ndarray | None:
     try:
         form = np.asarray(getter(), dtype=np.float64)
     except Exception:  # nibabel raises several types for impossible quaternions
@@ -89,7 +94,7 @@ def _finite_or_none(getter: Any) -> np.ndarray | None:
     return form if np.all(np.isfinite(form)) else None
 
 
-def time_values(header: Any, ntime: int) -> np.ndarray | None:
+def time_values(header: AnalyzeHeader, ntime: int) -> np.ndarray | None:
     """Acquisition times of the volumes in seconds, or ``None`` if not a time axis."""
     zooms = header.get_zooms()
     if len(zooms) < 4:
@@ -105,7 +110,7 @@ def time_values(header: Any, ntime: int) -> np.ndarray | None:
     return (toffset + np.arange(ntime) * step) * scale
 
 
-def _intent(header: Any) -> tuple[str, list[float], str]:
+def _intent(header: Nifti1Header) -> tuple[str, list[float], str]:
     code = int(header["intent_code"])
     if code in nib.nifti1.intent_codes.value_set():
         name = str(header.get_value_label("intent_code"))
@@ -115,7 +120,7 @@ def _intent(header: Any) -> tuple[str, list[float], str]:
     return name, params, _text(header["intent_name"])
 
 
-def attrs_from_header(header: Any, geometry: NiftiGeometry) -> dict[str, Any]:
+def attrs_from_header(header: AnalyzeHeader, geometry: NiftiGeometry) -> dict[str, Any]:
     """Grid-independent header fields as attributes."""
     attrs: dict[str, Any] = {}
     descrip = _text(header["descrip"])
@@ -164,14 +169,14 @@ def attrs_from_header(header: Any, geometry: NiftiGeometry) -> dict[str, Any]:
     return attrs
 
 
-def _extension_content(ext: Any) -> bytes:
+def _extension_content(ext: Nifti1Extension[Any]) -> bytes:
     content = getattr(ext, "content", None)  # raw bytes (nibabel >= 5.3)
     if isinstance(content, bytes):
         return content
     return bytes(ext.get_content())
 
 
-def _extensions(header: Any) -> list[tuple[int, bytes]]:
+def _extensions(header: AnalyzeHeader) -> list[tuple[int, bytes]]:
     if not isinstance(header, nib.Nifti1Header):
         return []
     return [(int(ext.get_code()), _extension_content(ext)) for ext in header.extensions]
@@ -182,7 +187,7 @@ def _python(value: Any) -> Any:
     return raw if isinstance(raw, bytes | int | float) else str(raw)
 
 
-def encoding_from_header(header: Any, source_format: str) -> dict[str, Any]:
+def encoding_from_header(header: AnalyzeHeader, source_format: str) -> dict[str, Any]:
     """How the file stored its data (everything a writer needs to restore it).
 
     Besides the stored dtype and byte order this keeps the raw header fields
@@ -253,7 +258,10 @@ def _axis_map(transform: np.ndarray | None, source_axis: int) -> tuple[int, int,
 
 
 def _set_dim_info(
-    header: Any, attrs: Mapping[str, Any], encoding: Mapping[str, Any], transform: np.ndarray | None
+    header: Nifti1Header,
+    attrs: Mapping[str, Any],
+    encoding: Mapping[str, Any],
+    transform: np.ndarray | None,
 ) -> None:
     # Attributes name axes of the source file when the encoding knows its grid:
     # follow them through slicing/reorientation (lost through other changes).
@@ -281,7 +289,7 @@ def _slice_code_number(code: Any) -> int:
 
 
 def _set_slice_timing(
-    header: Any,
+    header: Nifti1Header,
     attrs: Mapping[str, Any],
     encoding: Mapping[str, Any],
     transform: np.ndarray | None,
@@ -316,7 +324,9 @@ def _set_slice_timing(
         header[field] = value
 
 
-def _restore_raw_qform(header: Any, geometry: NiftiGeometry, encoding: Mapping[str, Any]) -> None:
+def _restore_raw_qform(
+    header: Nifti1Header, geometry: NiftiGeometry, encoding: Mapping[str, Any]
+) -> None:
     """Write the source's own quaternion fields while they still give the same qform."""
     raw = encoding.get("quatern")
     pixdim = encoding.get("pixdim")
@@ -375,7 +385,7 @@ def build_header(
     version: int = 1,
     pair: bool = False,
     times: np.ndarray | None = None,
-) -> Any:
+) -> Nifti1Header:
     """A NIfTI header for data of ``shape`` and stored ``dtype`` on ``geometry``.
 
     Parameters
@@ -394,6 +404,12 @@ def build_header(
     times
         Values of the ``time`` coordinate in seconds, if the data has one:
         TR and ``toffset`` follow them (so a sliced time axis keeps its times).
+
+    Returns
+    -------
+    nibabel.Nifti1Header
+        A ``Nifti1Header``, ``Nifti1PairHeader``, ``Nifti2Header`` or
+        ``Nifti2PairHeader``, following ``version`` and ``pair``.
 
     Examples
     --------

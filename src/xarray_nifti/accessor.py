@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import nibabel as nib
 import numpy as np
 import xarray as xr
+from nibabel.nifti1 import Nifti1Header, Nifti1Image
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import affine as affine_maths
 from ._accessor_maskers import MaskerMembers
@@ -18,7 +21,7 @@ from .index import VoxelAffineIndex
 from .interchange import decode, encode, to_nibabel
 from .plot import orthoview
 from .reorient import reorient
-from .resample import resample_to
+from .resample import Chunks, resample_to
 from .transform import NiftiGeometry
 from .writer import DEFAULT_COMPRESSLEVEL, plan_nifti, to_nifti
 
@@ -90,7 +93,9 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
             return dict(var.attrs)
         return dict(obj.attrs)
 
-    def voxel_to_world(self, i: Any, j: Any, k: Any) -> tuple[Any, Any, Any]:
+    def voxel_to_world(
+        self, i: ArrayLike | xr.DataArray, j: ArrayLike | xr.DataArray, k: ArrayLike | xr.DataArray
+    ) -> tuple[Any, Any, Any]:
         """World positions (RAS+ mm) of voxel coordinates, through :attr:`affine`.
 
         Parameters
@@ -109,7 +114,12 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
         return _apply(self.affine, i, j, k)
 
     def world_to_voxel(
-        self, x: Any, y: Any, z: Any, *, round: bool = False
+        self,
+        x: ArrayLike | xr.DataArray,
+        y: ArrayLike | xr.DataArray,
+        z: ArrayLike | xr.DataArray,
+        *,
+        round: bool = False,
     ) -> tuple[Any, Any, Any]:
         """Voxel coordinates of world points (RAS+ mm): the inverse of :meth:`voxel_to_world`.
 
@@ -215,12 +225,12 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
 
     def resample_to(
         self,
-        target: Any,
+        target: xr.Dataset | xr.DataArray | tuple[ArrayLike, Sequence[int]],
         order: int = 1,
         fill_value: float = 0.0,
         *,
         var: str | None = None,
-        chunks: Any = None,
+        chunks: Chunks = None,
     ) -> T_Xarray:
         """Resample onto another grid, lazily and chunk by chunk.
 
@@ -263,7 +273,7 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
         return select_variable(self._obj, var)
 
     @property
-    def header(self) -> nib.Nifti1Header:
+    def header(self) -> Nifti1Header:
         """A nibabel header rebuilt from the index and attrs (what ``to_nifti`` writes).
 
         A ``Nifti2Header`` where ``to_nifti`` would write NIfTI-2; on a
@@ -271,19 +281,19 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
         still carries its source's scaling in ``encoding``, choosing the
         stored dtype reads the values once, block by block.
         """
-        header: nib.Nifti1Header = plan_nifti(self._array()).header
+        header: Nifti1Header = plan_nifti(self._array()).header
         return header
 
     def to_nifti(
         self,
-        path: Any,
+        path: str | os.PathLike[str],
         *,
         var: str | None = None,
         version: int | None = None,
-        dtype: Any = None,
+        dtype: DTypeLike | None = None,
         compresslevel: int | None = None,
         storage_options: dict[str, Any] | None = None,
-    ) -> Any:
+    ) -> Path | str:
         """Write to ``.nii``, ``.nii.gz`` or a ``.hdr``/``.img`` pair, streaming and atomically.
 
         Parameters
@@ -334,8 +344,8 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
         )
 
     def to_nibabel(
-        self, *, var: str | None = None, version: int | None = None, dtype: Any = None
-    ) -> nib.Nifti1Image:
+        self, *, var: str | None = None, version: int | None = None, dtype: DTypeLike | None = None
+    ) -> Nifti1Image:
         """A nibabel image with the header ``to_nifti`` writes; the data stay lazy.
 
         Parameters

@@ -10,13 +10,16 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._atomic import staged_path
 from ._optional import require
 from ._targets import output_paths
+
+if TYPE_CHECKING:  # xarray is imported when a command runs, not for --help
+    import xarray as xr
 
 __all__ = ["main"]
 
@@ -27,18 +30,21 @@ _CONTAINER_NEEDS = {
 }
 
 
-def _open(path: str, chunks: Any = None) -> Any:
+def _open(path: str, chunks: Any = None) -> xr.Dataset:
     import xarray as xr
 
     import xarray_nifti  # noqa: F401  (registers the accessor)
 
+    ds: xr.Dataset  # .nifti is registered at run time: its results are untyped
     if path.endswith((".zarr", ".zarr/")):
         require("zarr", "zarr", f"reading {path}")
         with _expected_zarr_warnings():
-            return xr.open_zarr(path).nifti.decode()
-    if path.endswith(".nc"):
-        return xr.open_dataset(path, chunks=chunks).nifti.decode()
-    return xr.open_dataset(path, engine="nifti", chunks=chunks)
+            ds = xr.open_zarr(path).nifti.decode()
+    elif path.endswith(".nc"):
+        ds = xr.open_dataset(path, chunks=chunks).nifti.decode()
+    else:
+        ds = xr.open_dataset(path, engine="nifti", chunks=chunks)
+    return ds
 
 
 def _format_affine(affine: np.ndarray) -> str:
@@ -76,7 +82,7 @@ def _size_line(path: str) -> str:
     return f"{sum(sizes)} bytes ({parts})"
 
 
-def _laziness(data: Any) -> str:
+def _laziness(data: xr.DataArray) -> str:
     """How a DataArray holds its values, in words."""
     chunks = getattr(data.variable, "chunks", None)
     if chunks is not None:

@@ -11,7 +11,6 @@ connected component, and a closing.
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -99,7 +98,7 @@ def brain_mask_of_mean(mean: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.binary_erosion(selected, iterations=OPENING), dtype=bool)
 
 
-def compute_mask(obj: Any, *, var: str | None = None) -> xr.DataArray:
+def compute_mask(obj: xr.Dataset | xr.DataArray, *, var: str | None = None) -> xr.DataArray:
     """Boolean brain mask of a 3-D or 4-D EPI image on its grid (see ``.nifti.compute_mask``)."""
     array = select_variable(obj, var)
     index = find_index(array)

@@ -12,6 +12,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import xarray as xr
+from nibabel.analyze import AnalyzeImage
+from nibabel.spatialimages import SpatialImage
+from numpy.typing import DTypeLike
 from xarray.coding.common import lazy_elemwise_func
 
 from .grid import T_Xarray, find_index
@@ -88,7 +91,7 @@ class _LazyData:
             records[name] = values[..., n]
         return records
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         values = self._finish(np.asarray(self._data.values).reshape(self._full_shape()))
         return values if dtype is None else values.astype(dtype, copy=False)
 
@@ -125,7 +128,7 @@ def _expand_key(key: Any, ndim: int) -> tuple[Any, ...]:
 
 
 def to_nibabel(
-    array: xr.DataArray, *, version: int | None = None, dtype: Any = None
+    array: xr.DataArray, *, version: int | None = None, dtype: DTypeLike | None = None
 ) -> nib.Nifti1Image:
     """A ``Nifti1Image``/``Nifti2Image`` with the header ``to_nifti`` would write.
 
@@ -155,11 +158,13 @@ def to_nibabel(
     return image
 
 
-def _file_header_unchanged(img: Any) -> bool:
+def _file_header_unchanged(img: AnalyzeImage) -> bool:
     try:
         file_map = img.file_map
-        holder = file_map.get("header") or file_map["image"]
-        with nib.openers.ImageOpener(holder.filename) as fobj:
+        filename = (file_map.get("header") or file_map["image"]).filename
+        if filename is None:
+            return False
+        with nib.openers.ImageOpener(filename) as fobj:
             on_disk = img.header_class.from_fileobj(fobj)
     except Exception:  # unreadable now: treat as modified and serialise
         return False
@@ -173,12 +178,26 @@ def _file_header_unchanged(img: Any) -> bool:
     return bool(current.binaryblock == on_disk.binaryblock)
 
 
-def from_nibabel(img: Any, *, mask_and_scale: bool = True, var_name: str = "data") -> xr.Dataset:
+def from_nibabel(
+    img: SpatialImage, *, mask_and_scale: bool = True, var_name: str = "data"
+) -> xr.Dataset:
     """The Dataset that ``engine="nifti"`` would give for ``img`` saved to disk.
 
     Images loaded from a file, with data and header unchanged, are opened
     lazily from that file; others (in-memory images, changed headers) are
     serialised as ``nib.save`` would and opened from those bytes.
+
+    Parameters
+    ----------
+    img
+        A NIfTI-1, NIfTI-2 or Analyze image (single file or pair); other
+        nibabel images raise ``TypeError``.
+    mask_and_scale, var_name
+        As for ``xr.open_dataset(..., engine="nifti")``.
+
+    Returns
+    -------
+    xarray.Dataset
 
     Examples
     --------

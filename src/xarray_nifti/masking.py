@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Hashable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
-import nibabel as nib
 import numpy as np
 import xarray as xr
+from nibabel.spatialimages import SpatialImage
 
 from .grid import T_Xarray, find_index, select_variable
 from .index import VoxelAffineIndex, grid_mismatch_message
@@ -27,6 +27,7 @@ from .interchange import decode, encode, from_nibabel
 
 __all__ = [
     "VOXEL_DIM",
+    "GridImage",
     "as_grid_image",
     "check_same_grid",
     "grid_dims",
@@ -41,12 +42,15 @@ __all__ = [
 #: Name of the dimension of masked (flattened) voxels.
 VOXEL_DIM = "voxel"
 
+#: A mask or atlas: an object on a NIfTI grid, a nibabel image or a NIfTI file's path.
+GridImage: TypeAlias = xr.DataArray | xr.Dataset | SpatialImage | str | os.PathLike[str]
+
 
 def _is_dask(data: Any) -> bool:
     return hasattr(data, "__dask_graph__") and data.__dask_graph__() is not None
 
 
-def as_grid_image(image: Any, what: str) -> xr.DataArray:
+def as_grid_image(image: GridImage, what: str) -> xr.DataArray:
     """The 3-D image ``image`` (DataArray, Dataset, nibabel image or path) as a DataArray.
 
     ``what`` names the argument in errors. Trailing non-spatial dims of size
@@ -63,7 +67,7 @@ def as_grid_image(image: Any, what: str) -> xr.DataArray:
         array = image
     elif isinstance(image, xr.Dataset):
         array = select_variable(image, None)
-    elif isinstance(image, nib.spatialimages.SpatialImage):
+    elif isinstance(image, SpatialImage):
         array = select_variable(from_nibabel(image), None)
     elif isinstance(image, str | os.PathLike):
         array = select_variable(xr.open_dataset(image, engine="nifti"), None)
@@ -225,7 +229,7 @@ def map_grid_variables(
     return out[[name for name in ds.data_vars if name in out.data_vars]]
 
 
-def mask(obj: T_Xarray, mask_image: Any) -> T_Xarray:
+def mask(obj: T_Xarray, mask_image: GridImage) -> T_Xarray:
     """The voxels of ``mask_image`` as a ``(…, voxel)`` array (see ``.nifti.mask``)."""
     index = find_index(obj)
     dims = grid_dims(obj, index)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -20,7 +20,9 @@ from .affine import voxel_sizes
 from .grid import current_affine, find_index
 
 if TYPE_CHECKING:  # matplotlib is optional: the plot extra
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
 
 __all__ = ["orthoview"]
 
@@ -45,9 +47,10 @@ class _View:
     zooms: tuple[float, float]  # mm per column, per row
 
 
-def _figure_class() -> Any:
+def _figure_class() -> type[Figure]:
     require("matplotlib", "plot", "plotting")  # a missing matplotlib fails here, not later
-    return require("matplotlib.figure", "plot", "plotting").Figure
+    figure_class: type[Figure] = require("matplotlib.figure", "plot", "plotting").Figure
+    return figure_class
 
 
 def _select_volume(array: xr.DataArray, time: int | None) -> xr.DataArray:
@@ -65,7 +68,9 @@ def _select_volume(array: xr.DataArray, time: int | None) -> xr.DataArray:
     return array
 
 
-def _volume_views(array: xr.DataArray, at: Sequence[float] | None) -> tuple[list[_View], Any]:
+def _volume_views(
+    array: xr.DataArray, at: Sequence[float] | None
+) -> tuple[list[_View], Sequence[float]]:
     """Sagittal, coronal and axial views of a 3-D image through the point ``at``."""
     canonical = array.nifti.to_canonical()
     shape = canonical.shape
@@ -88,7 +93,9 @@ def _volume_views(array: xr.DataArray, at: Sequence[float] | None) -> tuple[list
     return views, at
 
 
-def _plane_view(array: xr.DataArray, at: Sequence[float] | None) -> tuple[list[_View], Any]:
+def _plane_view(
+    array: xr.DataArray, at: Sequence[float] | None
+) -> tuple[list[_View], Sequence[float]]:
     """The one view of a 2-D plane of a grid (an integer selection dropped an axis)."""
     from nibabel.orientations import io_orientation
 
@@ -193,20 +200,19 @@ def orthoview(
         figsize = (12.0, 4.4) if len(views) == 3 else (5.5, 4.4)
     figure = figure_class(figsize=figsize, layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(views)))
-    image = None
-    for ax, view in zip(axes, views, strict=True):
-        image = _draw(ax, view, convention, cmap, low, high)
-    figure.colorbar(image, ax=list(axes), shrink=0.8)
+    images = [
+        _draw(ax, view, convention, cmap, low, high) for ax, view in zip(axes, views, strict=True)
+    ]
+    figure.colorbar(images[-1], ax=list(axes), shrink=0.8)
     figure.suptitle(
         f"{convention} view at (x, y, z) = ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm", fontsize=10
     )
-    made: Figure = figure
-    return made
+    return figure
 
 
 def _draw(
-    ax: Any, view: _View, convention: str, cmap: str, low: float | None, high: float | None
-) -> Any:
+    ax: Axes, view: _View, convention: str, cmap: str, low: float | None, high: float | None
+) -> AxesImage:
     flip = convention == "radiological" and view.axes[0] == 0
     shown = view.image[:, ::-1] if flip else view.image
     labels = view.labels

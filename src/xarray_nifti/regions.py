@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from xarray.groupers import UniqueGrouper
 
@@ -22,6 +23,7 @@ from .grid import T_Xarray, find_index
 from .index import VoxelAffineIndex
 from .masking import (
     VOXEL_DIM,
+    GridImage,
     as_grid_image,
     grid_dims,
     map_grid_variables,
@@ -29,11 +31,22 @@ from .masking import (
 )
 from .resample import resample_to
 
-__all__ = ["REDUCTIONS", "REGION_DIM", "LabelsResamplingWarning", "label_values", "regions"]
+__all__ = [
+    "REDUCTIONS",
+    "REGION_DIM",
+    "LabelsResamplingWarning",
+    "RegionNames",
+    "label_values",
+    "regions",
+]
 
 
 #: Name of the dimension of region signals.
 REGION_DIM = "region"
+
+#: Region names: ``{label: name}``, a Series by label, or a lookup table with the
+#: columns ``index`` (label) and ``name``.
+RegionNames: TypeAlias = Mapping[int, str] | pd.Series | pd.DataFrame
 
 #: ``reduce=`` names (nilearn's ``strategy`` names and short aliases) → xarray reduction.
 REDUCTIONS: dict[str, str] = {
@@ -79,7 +92,7 @@ def label_values(labels: xr.DataArray, dims: list[str]) -> np.ndarray:
 
 
 def _labels_on_grid(
-    obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex, labels: Any, dims: list[str]
+    obj: xr.Dataset | xr.DataArray, index: VoxelAffineIndex, labels: GridImage, dims: list[str]
 ) -> np.ndarray:
     atlas = as_grid_image(labels, "labels")
     atlas_index = find_index(atlas)
@@ -146,7 +159,9 @@ def _reduce_array(
     return reduced
 
 
-def regions(obj: T_Xarray, labels: Any, reduce: str = "mean", names: Any = None) -> T_Xarray:
+def regions(
+    obj: T_Xarray, labels: GridImage, reduce: str = "mean", names: RegionNames | None = None
+) -> T_Xarray:
     """Region signals of ``obj`` over the atlas ``labels`` (see ``.nifti.regions``)."""
     if not isinstance(reduce, str) or reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {sorted(REDUCTIONS)}, got {reduce!r}")
