@@ -3,5 +3,5 @@
 Inputs are generated once per run in ``setup_cache`` (see :mod:`._data`);
 sizes are moderate (a 31 MB int16 4-D series, an 8 MB float32 volume) so the
 whole suite runs in a few minutes. ``benchmarks/compare.py`` measures the
-full-size ratios of issue 6.
+full-size ratios side by side in one run.
 """

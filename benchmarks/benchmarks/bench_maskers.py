@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import nibabel as nib
 import numpy as np
 
-from ._inputs import BOLD_SHAPE, KINDS, Inputs, open_ours
+from ._inputs import BOLD_SHAPE, KINDS, Inputs, load, open_ours
 
 PARCELS = 100
 
@@ -41,7 +41,7 @@ class _MaskerInputs(Inputs):
         ds = open_ours(paths[f"bold.{kind}"])
         ds.close()
         self.folder = tempfile.TemporaryDirectory()
-        affine = nib.load(paths[f"bold.{kind}"]).affine
+        affine = load(paths[f"bold.{kind}"]).affine
         brain = _brain(BOLD_SHAPE)
         self.mask = str(Path(self.folder.name) / "mask.nii")
         self.atlas = str(Path(self.folder.name) / "atlas.nii")
@@ -65,7 +65,7 @@ class Regions(_MaskerInputs):
         return open_ours(path, chunks={})["data"].nifti.regions(self.atlas).values
 
     def _nilearn(self, path: str) -> Any:
-        from nilearn.maskers import NiftiLabelsMasker
+        from nilearn.maskers import NiftiLabelsMasker  # type: ignore[import-untyped]
 
         return _quiet(NiftiLabelsMasker(self.atlas), path)
 
@@ -128,6 +128,6 @@ class ComputeMask(_MaskerInputs):
 
     def time_nilearn_compute_epi_mask(self, paths: dict[str, str], kind: str) -> None:
         """``compute_epi_mask(path)``."""
-        from nilearn.masking import compute_epi_mask
+        from nilearn.masking import compute_epi_mask  # type: ignore[import-untyped]
 
         compute_epi_mask(paths[f"bold.{kind}"])

@@ -9,7 +9,7 @@ import nibabel as nib
 import nibabel.processing
 import numpy as np
 
-from ._inputs import BOLD_SHAPE, KINDS, Inputs, fortran_empty, open_ours
+from ._inputs import BOLD_SHAPE, KINDS, Inputs, fortran_empty, load, open_ours
 
 
 class Open(Inputs):
@@ -28,7 +28,7 @@ class Open(Inputs):
 
     def time_nibabel_load(self, paths: dict[str, str], kind: str) -> None:
         """``nib.load`` (header only)."""
-        nib.load(paths[f"bold.{kind}"])
+        load(paths[f"bold.{kind}"])
 
 
 class FullRead(Inputs):
@@ -58,7 +58,7 @@ class FullRead(Inputs):
 
     def time_nibabel(self, paths: dict[str, str], kind: str) -> None:
         """nibabel's real read (``mmap=False``; single pass for gzip)."""
-        np.asanyarray(nib.load(paths[f"bold.{kind}"], mmap=False).dataobj)
+        np.asanyarray(load(paths[f"bold.{kind}"], mmap=False).dataobj)
 
 
 class MemmapCopy(Inputs):
@@ -66,7 +66,7 @@ class MemmapCopy(Inputs):
 
     def time_memmap_copy(self, paths: dict[str, str]) -> None:
         """``np.array(np.memmap(...))`` of the 4-D series."""
-        img = nib.load(paths["bold.nii"])
+        img = load(paths["bold.nii"])
         mapped = np.memmap(
             paths["bold.nii"],
             dtype=img.get_data_dtype(),
@@ -89,7 +89,7 @@ class VolumeRead(Inputs):
         self.last = BOLD_SHAPE[3] - 1
         self.ds = open_ours(paths[f"bold.{kind}"], chunks={})
         self.ds["data"].isel(time=self.last).values  # noqa: B018
-        self.img = nib.load(paths[f"bold.{kind}"])
+        self.img = load(paths[f"bold.{kind}"])
         np.asanyarray(self.img.dataobj[..., self.last])
 
     def teardown(self, paths: dict[str, str], kind: str) -> None:
@@ -134,11 +134,11 @@ class TemporalMean(Inputs):
 
     def time_nibabel_mean(self, paths: dict[str, str], kind: str) -> None:
         """nibabel: ``get_fdata().mean(-1)``."""
-        nib.load(paths[f"bold.{kind}"]).get_fdata().mean(-1)
+        load(paths[f"bold.{kind}"]).get_fdata().mean(-1)
 
     def peakmem_nibabel_mean(self, paths: dict[str, str], kind: str) -> None:
         """Peak RSS of nibabel's temporal mean."""
-        nib.load(paths[f"bold.{kind}"]).get_fdata().mean(-1)
+        load(paths[f"bold.{kind}"]).get_fdata().mean(-1)
 
 
 class ChunkedMean(Inputs):
@@ -180,7 +180,7 @@ class ReorientMean(Inputs):
 
     def time_nibabel_canonical_mean(self, paths: dict[str, str], kind: str) -> None:
         """``nib.as_closest_canonical(img).get_fdata().mean(-1)``."""
-        nib.as_closest_canonical(nib.load(paths[f"bold.{kind}"])).get_fdata().mean(-1)
+        nib.as_closest_canonical(load(paths[f"bold.{kind}"])).get_fdata().mean(-1)
 
 
 class Resample(Inputs):
@@ -193,7 +193,7 @@ class Resample(Inputs):
         """Build the target grid; skip if ``resample_to`` does not exist yet."""
         ds = open_ours(paths[f"t1.{kind}"])
         ds.close()
-        source = nib.load(paths[f"t1.{kind}"])
+        source = load(paths[f"t1.{kind}"])
         angle = np.deg2rad(10.0)
         rotation = np.array(
             [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
@@ -214,6 +214,41 @@ class Resample(Inputs):
 
     def time_nibabel_resample_from_to(self, paths: dict[str, str], order: int, kind: str) -> None:
         """``nibabel.processing.resample_from_to`` (scipy ``map_coordinates``)."""
-        img = nib.load(paths[f"t1.{kind}"])
+        img = load(paths[f"t1.{kind}"])
         target = (self.target_shape, self.target_affine)
         np.asanyarray(nibabel.processing.resample_from_to(img, target, order=order).dataobj)
+
+
+class TemporalStats(Inputs):
+    """Mean and standard deviation over time of the scaled series, vs nibabel's float64."""
+
+    params: ClassVar[list[Any]] = [KINDS, ["mean", "std"], ["none", "{}"]]
+    param_names: ClassVar[list[str]] = ["kind", "stat", "chunks"]
+
+    def _ours(self, paths: dict[str, str], kind: str, stat: str, chunks: str) -> Any:
+        value: Any = {"none": None, "{}": {}}[chunks]
+        ds = open_ours(paths[f"bold-scaled.{kind}"], chunks=value)
+        try:
+            return getattr(ds["data"], stat)("time").values
+        finally:
+            ds.close()
+
+    def _nibabel(self, paths: dict[str, str], kind: str, stat: str) -> Any:
+        img: Any = load(paths[f"bold-scaled.{kind}"])
+        return getattr(img.get_fdata(), stat)(-1)
+
+    def time_ours(self, paths: dict[str, str], kind: str, stat: str, chunks: str) -> None:
+        """``ds["data"].mean("time").values`` (or ``.std``) with the given chunks."""
+        self._ours(paths, kind, stat, chunks)
+
+    def peakmem_ours(self, paths: dict[str, str], kind: str, stat: str, chunks: str) -> None:
+        """Peak RSS of the same."""
+        self._ours(paths, kind, stat, chunks)
+
+    def time_nibabel(self, paths: dict[str, str], kind: str, stat: str, chunks: str) -> None:
+        """``nib.load(p).get_fdata().mean(-1)`` (or ``.std(-1)``); ``chunks`` does not apply."""
+        self._nibabel(paths, kind, stat)
+
+    def peakmem_nibabel(self, paths: dict[str, str], kind: str, stat: str, chunks: str) -> None:
+        """Peak RSS of nibabel's reduction."""
+        self._nibabel(paths, kind, stat)

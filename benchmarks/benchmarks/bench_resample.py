@@ -51,7 +51,7 @@ class Resample(Inputs):
 
     def time_nilearn_resample_img(self, paths: dict[str, str], image: str, order: int) -> None:
         """``nilearn.image.resample_img`` on the loaded image (the reference)."""
-        from nilearn.image import resample_img
+        from nilearn.image import resample_img  # type: ignore[import-untyped]
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

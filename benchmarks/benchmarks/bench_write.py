@@ -1,4 +1,4 @@
-"""Write benchmarks: ``.nifti.to_nifti`` to ``.nii`` and ``.nii.gz`` vs ``nib.save``."""
+"""Write benchmarks: ``.nifti.to_nifti`` against ``nib.save`` (and SimpleITK)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import ClassVar
 import nibabel as nib
 import numpy as np
 
-from ._inputs import KINDS, Inputs, open_ours
+from ._inputs import KINDS, Inputs, load, open_ours, simpleitk
 
 
 class Save(Inputs):
@@ -21,7 +21,7 @@ class Save(Inputs):
     def setup(self, paths: dict[str, str], kind: str) -> None:
         """Load the series into memory (ours and nibabel); skip if ``to_nifti`` is missing."""
         self.loaded = open_ours(paths["bold.nii"]).load()
-        img = nib.load(paths["bold.nii"], mmap=False)
+        img = load(paths["bold.nii"], mmap=False)
         self.img = nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
         self.out_dir = tempfile.mkdtemp(prefix="asv-save-")
         self.out = os.path.join(self.out_dir, f"out.{kind}")
@@ -60,3 +60,48 @@ class Save(Inputs):
         return ours / os.path.getsize(self.out)
 
     track_gz_size_ratio.unit = "ratio"  # type: ignore[attr-defined]
+
+
+class ReadSave(Inputs):
+    """Read the scaled series and save it in the same format: ours, nibabel, SimpleITK.
+
+    nibabel recomputes ``scl_slope``/``scl_inter`` on saving a loaded image, so its
+    output values differ slightly from the source's; SimpleITK stores float32.
+    """
+
+    params: ClassVar[list[str]] = KINDS
+    param_names: ClassVar[list[str]] = ["kind"]
+
+    def setup(self, paths: dict[str, str], kind: str) -> None:
+        """The source path and an output path."""
+        self.source = paths[f"bold-scaled.{kind}"]
+        self.out_dir = tempfile.mkdtemp(prefix="asv-read-save-")
+        self.out = os.path.join(self.out_dir, f"out.{kind}")
+
+    def teardown(self, paths: dict[str, str], kind: str) -> None:
+        """Remove the outputs."""
+        for name in os.listdir(self.out_dir):
+            os.unlink(os.path.join(self.out_dir, name))
+        os.rmdir(self.out_dir)
+
+    def _ours(self) -> None:
+        ds = open_ours(self.source, chunks={})
+        ds["data"].nifti.to_nifti(self.out)
+        ds.close()
+
+    def time_ours(self, paths: dict[str, str], kind: str) -> None:
+        """``open_dataset(p, chunks={})["data"].nifti.to_nifti(out)`` (streamed)."""
+        self._ours()
+
+    def peakmem_ours(self, paths: dict[str, str], kind: str) -> None:
+        """Peak RSS of the same."""
+        self._ours()
+
+    def time_nibabel(self, paths: dict[str, str], kind: str) -> None:
+        """``nib.save(nib.load(p), out)``."""
+        nib.save(load(self.source), self.out)
+
+    def time_simpleitk(self, paths: dict[str, str], kind: str) -> None:
+        """``WriteImage(ReadImage(p), out)``; skipped if SimpleITK is not installed."""
+        sitk = simpleitk()
+        sitk.WriteImage(sitk.ReadImage(self.source), self.out)
