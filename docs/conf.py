@@ -12,8 +12,10 @@ code (``docs/figures/*.py`` and the ``xarray-nifti`` CLI), see
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import xarray_nifti
 
@@ -56,11 +58,48 @@ myst_heading_anchors = 3
 
 # -- autodoc / autosummary / numpydoc ------------------------------------------------------
 autosummary_generate = False  # the API pages list every object explicitly
-autodoc_typehints = "signature"  # types in the signatures; numpydoc sections describe them
+# Types are shown in the signatures, not in the numpydoc Parameters sections (which name
+# and describe each parameter). numpy's typing aliases would print as the long unions
+# they stand for: they keep their names instead (see _alias_names below).
+autodoc_typehints = "signature"
+autodoc_type_aliases = {
+    "ArrayLike": "ArrayLike",
+    "DTypeLike": "DTypeLike",
+    "FloatArray": "NDArray[float64]",
+    "Figure": "Figure",  # imported for type checking only (matplotlib is optional)
+}
 autodoc_member_order = "bysource"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = False
+
+_ALIAS_REPR = re.compile(r"TypeAliasForwardRef\('([^']*)'\)")
+
+
+def _alias_names(
+    app: object,
+    what: str,
+    name: str,
+    obj: object,
+    options: object,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None]:
+    """Print an alias of ``autodoc_type_aliases`` by its name inside unions too.
+
+    Sphinx prints such an alias as ``TypeAliasForwardRef('name')`` when it is
+    one member of a union (``DTypeLike | None``).
+    """
+    if signature is not None:
+        signature = _ALIAS_REPR.sub(r"\1", signature)
+    if return_annotation is not None:
+        return_annotation = _ALIAS_REPR.sub(r"\1", return_annotation)
+    return signature, return_annotation
+
+
+def setup(app: Any) -> None:
+    app.connect("autodoc-process-signature", _alias_names)
+
 
 # -- doctest -------------------------------------------------------------------------------
 # Only explicit ``doctest`` directives in the pages are run here. Docstring

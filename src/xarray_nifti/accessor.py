@@ -179,7 +179,14 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
         return reorient(self._obj, axcodes)
 
     def to_canonical(self) -> T_Xarray:
-        """Lazy closest RAS+ reorientation, as :func:`nibabel.as_closest_canonical`."""
+        """Lazy closest RAS+ reorientation, as :func:`nibabel.as_closest_canonical`.
+
+        Returns
+        -------
+        Dataset or DataArray
+            ``reorient("RAS")``: the same kind as the input, on the closest
+            RAS+ grid; nothing is computed.
+        """
         return self.reorient("RAS")
 
     def set_space(self, space: str) -> T_Xarray:
@@ -406,14 +413,29 @@ class _NiftiAccessor(MaskerMembers[T_Xarray]):
         variable gets the affines, codes and shape as ``nifti_*`` attributes,
         and the NIfTI-specific encoding (raw header fields, extensions) as a
         JSON string attribute ``nifti_encoding``. :meth:`decode` reverses it.
+
+        Returns
+        -------
+        Dataset or DataArray
+            The same kind as the input, without a grid index.
         """
         return encode(self._obj)
 
     def decode(self) -> T_Xarray:
         """Rebuild the grid index from attributes written by :meth:`encode`.
 
-        The one member that works on an object without a grid. Raises
-        ``ValueError`` if there are no ``nifti_*`` geometry attributes.
+        The one member that works on an object without a grid.
+
+        Returns
+        -------
+        Dataset or DataArray
+            The same kind as the input, with the grid's index and the NIfTI
+            encoding restored; the ``nifti_*`` attributes are removed.
+
+        Raises
+        ------
+        ValueError
+            If there are no ``nifti_*`` geometry attributes.
         """
         return decode(self._obj)
 

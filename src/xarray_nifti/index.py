@@ -209,7 +209,8 @@ class VoxelAffineIndex(CoordinateTransformIndex):
     ) -> VoxelAffineIndex:
         """Index for ``geometry`` with the given dimension and coordinate names.
 
-        ``source`` (the file name) is only used to name the file in errors.
+        The parameters are those of :class:`VoxelAffineTransform`; ``source``
+        (the file name) is only used to name the file in errors.
         """
         return cls(VoxelAffineTransform(geometry, axis_dims, coord_names, source))
 

@@ -198,6 +198,7 @@ def from_nibabel(
     Returns
     -------
     xarray.Dataset
+        Lazy: read from the image's file, or from the serialised bytes.
 
     Examples
     --------

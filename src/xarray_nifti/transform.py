@@ -89,7 +89,17 @@ class NiftiGeometry:
         return axcodes(self.affine)
 
     def transformed(self, voxel_transform: FloatArray, shape: Sequence[int]) -> NiftiGeometry:
-        """The geometry of a derived grid whose voxel ``v`` is voxel ``T @ v`` here."""
+        """The geometry of a derived grid (a slice or reorientation of this one).
+
+        Parameters
+        ----------
+        voxel_transform
+            4×4 matrix ``T``: voxel ``v`` of the derived grid is voxel
+            ``T @ v`` of this one. Every form is multiplied by it; the codes
+            are kept.
+        shape
+            The derived grid's size along each of the three voxel axes.
+        """
 
         def apply(form: FloatArray | None) -> FloatArray | None:
             return None if form is None else form @ voxel_transform
@@ -144,7 +154,15 @@ class NiftiGeometry:
         )
 
     def same_grid(self, other: NiftiGeometry, tolerance: float = GRID_TOLERANCE_MM) -> bool:
-        """Whether two geometries describe the same voxel grid in the same space."""
+        """Whether two geometries describe the same voxel grid in the same space.
+
+        Parameters
+        ----------
+        other
+            The geometry to compare with.
+        tolerance
+            Largest difference (mm) between corresponding affine entries.
+        """
         return self.code == other.code and self.same_voxels(other, tolerance)
 
     def same_voxels(self, other: NiftiGeometry, tolerance: float = GRID_TOLERANCE_MM) -> bool:
@@ -226,7 +244,11 @@ class VoxelAffineTransform(CoordinateTransform):
     def with_dims(
         self, axis_dims: Sequence[str | None], coord_names: Sequence[Hashable] | None = None
     ) -> VoxelAffineTransform:
-        """The same geometry with other dimension or coordinate names."""
+        """The same geometry with other dimension or coordinate names.
+
+        ``axis_dims`` and ``coord_names`` are as for the class; coordinate
+        names are kept by default.
+        """
         return type(self)(
             self.geometry,
             axis_dims,
@@ -235,7 +257,11 @@ class VoxelAffineTransform(CoordinateTransform):
         )
 
     def isel(self, indexers: Mapping[str, Indexer]) -> VoxelAffineTransform:
-        """Transform of the grid selected by integer/slice ``indexers``."""
+        """Transform of the grid selected by ``indexers`` (dim name → int or slice).
+
+        An integer drops its axis (its dim becomes ``None``); slices of any
+        step derive the new affine exactly.
+        """
         per_axis: list[Indexer] = []
         for name in self.axis_dims:
             if name is None:
@@ -273,9 +299,11 @@ class VoxelAffineTransform(CoordinateTransform):
     def voxel_positions(self, coord_labels: Mapping[Hashable, Any]) -> FloatArray:
         """Continuous voxel coordinates of world points along all three file axes.
 
-        Returns an array of shape ``(3, *points)``. For an axis dropped by
-        integer selection the value is the offset from the selected plane
-        (``0`` on it), so points off a 2-D grid can be recognised.
+        ``coord_labels`` maps each world coordinate name (``x, y, z``) to
+        positions in mm (numbers or arrays, broadcast together). Returns an
+        array of shape ``(3, *points)``. For an axis dropped by integer
+        selection the value is the offset from the selected plane (``0`` on
+        it), so points off a 2-D grid can be recognised.
 
         Raises ``ValueError`` when the affine is singular on the grid's axes.
         """
