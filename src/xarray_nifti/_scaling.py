@@ -50,7 +50,7 @@ class Storage:
     dtype: np.dtype[Any]
     slope: float | None = None  # header scl_slope
     inter: float | None = None  # header scl_inter
-    transform: bool = False  # stored = (value - inter) / slope, else values are stored as they are
+    rescale: bool = False  # stored = (value - inter) / slope; else values are stored as they are
 
 
 @dataclass(frozen=True)
@@ -281,7 +281,7 @@ def _from_range(array: xr.DataArray, target: np.dtype[Any]) -> Storage:
     if found.whole and _in_range(low, high, info):
         return Storage(target)
     slope, inter = scaling_for_range(low, high, target)
-    return Storage(target, slope, inter, transform=True)
+    return Storage(target, slope, inter, rescale=True)
 
 
 def choose_storage(array: xr.DataArray, dtype: Any, encoding: Mapping[str, Any]) -> Storage:
@@ -298,7 +298,7 @@ def choose_storage(array: xr.DataArray, dtype: Any, encoding: Mapping[str, Any])
             requested if requested is not None else np.dtype(encoding.get("dtype", np.float32)),
             1.0 if scale is None else scale,
             offset or 0.0,
-            transform=True,
+            rescale=True,
         )
     if requested is None:
         if encoded is not None and "dtype" in encoding:
@@ -342,7 +342,7 @@ def encode_block(block: np.ndarray, storage: Storage, out_dtype: np.dtype[Any]) 
     Integer output is rounded and clipped to the dtype's range; NaN becomes
     the stored value nearest to 0.
     """
-    stored, slope = storage.dtype, storage.slope if storage.transform else None
+    stored, slope = storage.dtype, storage.slope if storage.rescale else None
     if stored.kind in "iu" and (block.dtype.kind in "fc" or slope is not None):
         return _quantise(_real(block), storage, out_dtype)
     if slope is not None:
@@ -371,7 +371,7 @@ def _quantise(values: np.ndarray, storage: Storage, out_dtype: np.dtype[Any]) ->
     """
     info = np.iinfo(storage.dtype)
     inter, slope, zero = 0.0, 1.0, 0.0
-    if storage.transform and storage.slope is not None:
+    if storage.rescale and storage.slope is not None:
         inter, slope = storage.inter or 0.0, storage.slope
         zero = float(np.clip(np.rint(-inter / slope), info.min, info.max))
     order: Literal["C", "F"] = "C"
@@ -412,6 +412,6 @@ def _check_no_overflow(block: np.ndarray, narrowed: np.ndarray) -> None:
 def work_itemsize(data_dtype: np.dtype[Any], storage: Storage, out_dtype: np.dtype[Any]) -> int:
     """Bytes per voxel that computing and encoding a slab may hold at once."""
     size = max(data_dtype.itemsize, out_dtype.itemsize, 4)
-    if storage.transform or (storage.dtype.kind in "iu" and data_dtype.kind in "fc"):
+    if storage.rescale or (storage.dtype.kind in "iu" and data_dtype.kind in "fc"):
         size = max(size, 8)
     return int(size)
