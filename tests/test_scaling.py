@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xarray_nifti import _scaling
-from xarray_nifti._scaling import scaling_for_range
+from xarray_nifti._scaling import Storage, encode_block, scaling_for_range
 
 INTEGER_DTYPES = ["int8", "uint8", "int16", "uint16", "int32", "uint32"]
 
@@ -219,3 +219,27 @@ def test_complex_data_is_not_stored_as_real_silently(tmp_path: Path) -> None:
     ds.nifti.to_nifti(tmp_path / "complex.nii")
     assert np.array_equal(nib.load(tmp_path / "complex.nii").dataobj[...], values)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["complex.nii"]
+
+
+@pytest.mark.parametrize("order", ["C", "F", "strided"])
+@pytest.mark.parametrize("rescale", [False, True])
+def test_quantising_rounds_clips_and_maps_nan_like_float64_maths(order: str, rescale: bool) -> None:
+    rng = np.random.default_rng(7)
+    values = rng.normal(0, 30_000, (9, 8, 7)).astype(np.float32)
+    values.flat[:4] = [np.inf, -np.inf, np.nan, 1e30]
+    if order == "F":
+        values = np.asfortranarray(values)
+    elif order == "strided":
+        values = values[::2, :, ::3]
+    slope, inter = (0.75, -12.5) if rescale else (None, None)
+    storage = Storage(np.dtype(np.int16), slope, inter, rescale=rescale)
+    got = encode_block(values, storage, np.dtype(">i2"))
+    expected = values.astype(np.float64)
+    if rescale:
+        expected = (expected - inter) / slope
+    zero = np.clip(np.rint(-inter / slope), -32768, 32767) if rescale else 0.0
+    expected = np.where(np.isnan(expected), zero, np.clip(np.rint(expected), -32768, 32767))
+    assert got.dtype == np.dtype(">i2")
+    np.testing.assert_array_equal(got, expected.astype(np.int16))
+    if order == "F":
+        assert got.flags.f_contiguous  # the writer then needs no transposing copy
