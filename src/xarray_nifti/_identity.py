@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from ._errors import NiftiFileChangedError
 
@@ -70,22 +70,32 @@ class FileStamp:
         return self.fs is None or not getattr(self.fs, "async_impl", False)
 
 
-def _edges_crc(path: str, size: int) -> int:
-    with open(path, "rb") as f:
-        head = f.read(_SAMPLE)
-        if size > _SAMPLE:
-            f.seek(max(_SAMPLE, size - _SAMPLE))
-            head += f.read(_SAMPLE)
+def _edges_crc(f: BinaryIO, size: int) -> int:
+    f.seek(0)
+    head = f.read(_SAMPLE)
+    if size > _SAMPLE:
+        f.seek(max(_SAMPLE, size - _SAMPLE))
+        head += f.read(_SAMPLE)
     return zlib.crc32(head)
 
 
-def stamp_local(path: str, name: str | None = None, content: bool = True) -> FileStamp:
+def stamp_local(
+    path: str, name: str | None = None, content: bool = True, opened: BinaryIO | None = None
+) -> FileStamp:
     """Stamp a local file (raises ``FileNotFoundError`` if it is gone).
 
-    ``content=False`` skips the checksum (its place holds ``None``).
+    ``content=False`` skips the checksum (its place holds ``None``);
+    ``opened`` is the file already open on ``path``, to stamp what it reads.
     """
-    stat = os.stat(path)
-    crc = _edges_crc(path, stat.st_size) if content else None
+    if opened is not None:
+        stat = os.fstat(opened.fileno())
+        crc = _edges_crc(opened, stat.st_size) if content else None
+    else:
+        stat = os.stat(path)
+        crc = None
+        if content:
+            with open(path, "rb") as f:
+                crc = _edges_crc(f, stat.st_size)
     version = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, crc)
     return FileStamp(name or path, path, stat.st_size, version)
 

@@ -14,7 +14,6 @@ import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from ._header import _checked_path, is_url
@@ -70,7 +69,7 @@ def open_source(filename_or_obj: Any, storage_options: dict[str, Any] | None = N
             return _open_url(text, storage_options or {})
         if text.startswith("file://"):
             text = text[len("file://") :]
-        return _open_path(str(Path(text).expanduser()))
+        return _open_path(os.path.expanduser(text))
     if hasattr(filename_or_obj, "read") and hasattr(filename_or_obj, "seek"):
         local = _local_path_of(filename_or_obj)
         if local is not None:  # reopen by path: memory mapped, picklable
@@ -128,7 +127,8 @@ def _open_known(fs: Any, path: str, info: Mapping[str, Any]) -> Any:
     """
     options: dict[str, Any] = {"block_size": _HEADER_READ_AHEAD, "cache_type": "readahead"}
     size = info.get("size")
-    if size is not None and _opens_with_size(fs.__class__):
+    # (An HTTP server that cannot serve ranges says "partial": False; fsspec then streams.)
+    if size is not None and info.get("partial", True) and _opens_with_size(fs.__class__):
         options["size"] = int(size)
     fileobj = fs.open(path, mode="rb", **options)
     if "size" in options:

@@ -304,28 +304,30 @@ def _open_single(
 def open_single_path(path: str) -> ImageSource:
     """Parse a local single-file image (``.nii``, ``.nii.gz``, ``.nii.bz2``...)."""
     opener: Any
-    stamp = stamp_local(path)  # before reading, so that a change from now on is noticed
     with open(path, "rb") as raw:
+        stamp = stamp_local(path, opened=raw)  # before reading: a change from now on is noticed
+        raw.seek(0)
         compressed_other = raw.read(2) != _GZIP_MAGIC and path.lower().endswith(
             _COMPRESSED_SUFFIXES[1:]
         )
-    if compressed_other:  # .bz2 / .zst: nibabel's opener decompresses by suffix
+        if compressed_other:  # .bz2 / .zst: nibabel's opener decompresses by suffix
+            try:
+                opener = ImageOpener(path, "rb")
+            except (OSError, ValueError, ImportError) as err:
+                raise NiftiFormatError(f"{path}: cannot decompress the file: {err}") from err
+        else:
+            opener = raw
         try:
-            opener = ImageOpener(path, "rb")
-        except (OSError, ValueError, ImportError) as err:
-            raise NiftiFormatError(f"{path}: cannot decompress the file: {err}") from err
-    else:
-        opener = open(path, "rb")  # noqa: SIM115 - closed below
-    try:
-        try:
-            head = _read_head(opener, path)
-        except (OSError, EOFError, ValueError) as err:
-            if isinstance(err, NiftiFormatError):
-                raise
-            raise NiftiFormatError(f"{path}: cannot decompress the file: {err}") from err
-        return _open_single(path, opener, path, head, stamp.size, (stamp,))
-    finally:
-        opener.close()
+            try:
+                head = _read_head(opener, path)
+            except (OSError, EOFError, ValueError) as err:
+                if isinstance(err, NiftiFormatError):
+                    raise
+                raise NiftiFormatError(f"{path}: cannot decompress the file: {err}") from err
+            return _open_single(path, opener, path, head, stamp.size, (stamp,))
+        finally:
+            if opener is not raw:
+                opener.close()
 
 
 def open_fileobj(fileobj: Any, name: str, stamps: tuple[FileStamp, ...] = ()) -> ImageSource:
