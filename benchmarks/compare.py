@@ -10,8 +10,8 @@ ratio that the target is about, peak RSS and whether the target is met.
 
 Usage::
 
-    python benchmarks/compare.py             # full size (several minutes)
-    python benchmarks/compare.py --quick     # CI smoke test, small inputs (about a minute)
+    python benchmarks/compare.py             # full size (20 to 25 minutes on 2 cores)
+    python benchmarks/compare.py --quick     # CI smoke test, small inputs (1 to 1.5 minutes)
     python benchmarks/compare.py --markdown --cases read_gz,random
 
 The cases live in ``benchmarks/cases/_*.py`` (one module per topic, with the
