@@ -39,11 +39,12 @@ from pathlib import Path
 
 import dask
 from cases._access import case_random, case_threads
+from cases._child import MiB
 from cases._chunks import case_chunks
 from cases._cluster import case_cluster
 from cases._geometry import case_reorient, case_slice
 from cases._harness import CorrectnessError, Row, log, render
-from cases._inputs import FULL, QUICK, Context, Files, Sizes, raw_mib, shape_tag
+from cases._inputs import FULL, QUICK, Context, Files, Sizes, fmt_size, raw_mib, shape_tag
 from cases._read import case_open, case_read_gz, case_read_nii
 from cases._save import case_save_gz, case_save_lazy, case_save_nii
 from cases._temporal import case_mean
@@ -72,6 +73,11 @@ def _version(dist: str) -> str:
         return "–"
 
 
+def _raw(shape: tuple[int, ...], itemsize: int) -> str:
+    """Raw data size of an array, e.g. ``422 MiB``."""
+    return fmt_size(raw_mib(shape, itemsize) * MiB)
+
+
 def describe_environment(sizes: Sizes) -> str:
     """One paragraph on versions, machine and input sizes."""
     packages = [
@@ -89,10 +95,10 @@ def describe_environment(sizes: Sizes) -> str:
     return (
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
         f"dask scheduler: {dask.config.get('scheduler', 'threads (default)')}\n{versions}\n"
-        f"4-D: {shape_tag(sizes.bold)} int16 ({raw_mib(sizes.bold, 2):.0f} MiB), "
+        f"4-D: {shape_tag(sizes.bold)} int16 ({_raw(sizes.bold, 2)}), "
         f"short series {sizes.bold_short} volumes; 3-D: {shape_tag(sizes.t1)} float32 "
-        f"({raw_mib(sizes.t1, 4):.0f} MiB) and {shape_tag(sizes.t1_sagittal)} int16 "
-        f"({raw_mib(sizes.t1_sagittal, 2):.0f} MiB); best of {sizes.repeat} interleaved runs, "
+        f"({_raw(sizes.t1, 4)}) and {shape_tag(sizes.t1_sagittal)} int16 "
+        f"({_raw(sizes.t1_sagittal, 2)}); best of {sizes.repeat} interleaved runs, "
         "timed in-process after imports"
     )
 
