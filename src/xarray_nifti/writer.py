@@ -71,8 +71,12 @@ def _compute(data: xr.DataArray, key: tuple[Any, ...]) -> np.ndarray:
 
 
 def _fortran(block: np.ndarray) -> np.ndarray:
-    """``block`` in Fortran order; C-ordered blocks are transposed in tiles (about 3× faster)."""
-    if block.flags.f_contiguous or block.ndim < 2:
+    """``block`` in Fortran order; C-ordered blocks are transposed in tiles (about 1.7× faster).
+
+    Other layouts (a reoriented view: permuted, flipped axes) are left to numpy,
+    whose copy follows the source's strides better than row tiles do (2× faster).
+    """
+    if block.flags.f_contiguous or block.ndim < 2 or not block.flags.c_contiguous:
         return np.asfortranarray(block)
     out = np.empty(block.shape, dtype=block.dtype, order="F")
     for start in range(0, block.shape[0], _TILE):
