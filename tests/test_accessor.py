@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import xarray as xr
+from nilearn.image import resample_to_img
 
 from helpers import grid_dataset
 
@@ -112,7 +113,6 @@ def test_dataset_geometry_follows_the_image_not_a_1d_variable(bold: xr.Dataset) 
 @pytest.fixture
 def nilearn_mask(nibabel_data: Path, tmp_path: Path) -> Path:
     """A brain mask made on example4d's grid as sform_code 2, resampled by nilearn onto it."""
-    resample_to_img = pytest.importorskip("nilearn.image").resample_to_img
     bold = nib.load(nibabel_data / "example4d.nii.gz")
     volume = np.asanyarray(bold.dataobj)[..., 0]
     mask = nib.Nifti1Image((volume > np.median(volume)).astype(np.uint8), bold.affine)

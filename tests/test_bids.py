@@ -136,7 +136,6 @@ def test_attrs_survive_netcdf_and_zarr(tmp_path: Path) -> None:
         np.testing.assert_allclose(back.attrs["SliceTiming"], [0.0, 1.0, 0.5, 1.5])
         assert list(back.attrs["ImageType"]) == fields["ImageType"]
         assert json.loads(back.attrs["CogAtlasID"]) == BOLD_SIDECAR["CogAtlasID"]
-    pytest.importorskip("zarr")
     store = tmp_path / "out.zarr"
     array.to_dataset().to_zarr(store, mode="w", consolidated=False)
     back = xr.open_zarr(store, consolidated=False)["data"]
@@ -279,7 +278,6 @@ def test_open_dataset_adds_sidecar_fields(tmp_path: Path) -> None:
     assert attrs["EchoTime"] == 0.03
     assert attrs["repetition_time"] == 2.0  # the header's own fields stay
     # still lazy, still savable (Zarr keeps the sidecar fields)
-    pytest.importorskip("zarr")
     store = tmp_path / "bold.zarr"
     ds.nifti.encode().to_zarr(store, mode="w", consolidated=False)
     back = xr.open_zarr(store, consolidated=False).nifti.decode()

@@ -984,3 +984,15 @@ def test_missing_grid_messages_name_the_cause(a4: xr.Dataset) -> None:
         _ = a4.mean("k").nifti.affine
     with pytest.raises(ValueError, match="open_dataset"):
         _ = xr.DataArray(np.zeros(3), dims="i").nifti.affine
+
+
+@pytest.mark.parametrize("chunks", [None, {}, "auto"])
+def test_restore_grid_of_a_file_opened_with_any_chunks(nibabel_data: Path, chunks: Any) -> None:
+    """``chunks=`` also makes dask arrays of x, y, z: the grid behind them is still found."""
+    bold = xr.open_dataset(nibabel_data / "example4d.nii.gz", engine="nifti", chunks=chunks)
+    coarse = bold.coarsen(time=2).mean()
+    assert not has_grid(coarse)
+    with dask.config.set(scheduler=raising_scheduler):
+        restored = coarse.nifti.restore_grid()
+    assert the_index(restored).equals(the_index(bold))
+    np.testing.assert_array_equal(restored.x.values, bold.x.values)

@@ -201,7 +201,6 @@ def test_encode_computes_no_world_coordinates(forward_calls: list[int]) -> None:
 @pytest.mark.filterwarnings("ignore:saving variable:xarray.SerializationWarning")
 @pytest.mark.parametrize("name", FILES)
 def test_nifti_zarr_nifti_is_exact(name: str, tmp_path: Path, forward_calls: list[int]) -> None:
-    pytest.importorskip("zarr")
     source = NIBABEL_DATA / name
     with open_nifti(source, chunks={}) as ds:
         ds.nifti.encode().to_zarr(tmp_path / "copy.zarr", consolidated=False)
@@ -217,8 +216,6 @@ def test_nifti_zarr_nifti_is_exact(name: str, tmp_path: Path, forward_calls: lis
 @pytest.mark.filterwarnings("ignore:saving variable:xarray.SerializationWarning")
 @pytest.mark.parametrize("name", ["example4d.nii.gz", "anatomical.nii", "example_nifti2.nii.gz"])
 def test_nifti_netcdf_nifti_is_exact(name: str, tmp_path: Path) -> None:
-    pytest.importorskip("h5netcdf")
-    pytest.importorskip("h5py")
     source = NIBABEL_DATA / name
     with open_nifti(source, chunks={}) as ds:
         ds.nifti.encode().to_netcdf(tmp_path / "copy.nc", engine="h5netcdf")
@@ -229,7 +226,6 @@ def test_nifti_netcdf_nifti_is_exact(name: str, tmp_path: Path) -> None:
 
 
 def test_encode_decode_after_slicing_and_reorienting(tmp_path: Path) -> None:
-    pytest.importorskip("zarr")
     source = NIBABEL_DATA / "example4d.nii.gz"
     with open_nifti(source, chunks={}) as ds:
         changed = ds.isel(i=slice(None, None, -2), k=slice(3, 20)).nifti.reorient("PSR")
@@ -265,7 +261,6 @@ def test_scaled_float32_survives_a_store_round_trip(
     store: str, chunks: object, tmp_path: Path
 ) -> None:
     """CF decoding after Zarr gives float64; decode() restores float32 and the encoding."""
-    pytest.importorskip("zarr" if store == "zarr" else "h5netcdf")
     raw = np.arange(-300, 300, dtype=np.int16).reshape(6, 10, 10)
     img = nib.Nifti1Image(raw, oblique_affine(5))
     img.header.set_slope_inter(0.1, 3.0)

@@ -11,6 +11,7 @@ import dask
 import nibabel as nib
 import numpy as np
 import pytest
+import sklearn.preprocessing as sklearn_preprocessing
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -228,7 +229,6 @@ def test_unmask_fill_value_and_dtype(pair: tuple[Path, Path]) -> None:
 def test_geometry_survives_arithmetic_reductions_ufuncs_and_zarr(
     pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    sklearn_preprocessing = pytest.importorskip("sklearn.preprocessing")
     bold, mask_path = pair
     data = xr.open_dataarray(bold, engine="nifti", chunks={})
     masked = data.nifti.mask(mask_path)

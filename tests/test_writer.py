@@ -17,6 +17,8 @@ from typing import Any
 
 import dask
 import dask.array as da
+import distributed
+import fsspec
 import nibabel as nib
 import numpy as np
 import pytest
@@ -927,7 +929,6 @@ def test_version_2_and_compresslevels(functional: xr.Dataset, tmp_path: Path) ->
 
 
 def test_distributed_client(tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
     with (
         distributed.Client(
             processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
@@ -1138,7 +1139,6 @@ def test_empty_selection_of_three_slices(tmp_path: Path, make_image) -> None:
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".img"])
 def test_memory_url_output(suffix: str, tmp_path: Path) -> None:
-    fsspec = pytest.importorskip("fsspec")
     fs = fsspec.filesystem("memory")
     url = f"memory://writer-test/sub/out{suffix}"
     source = NIBABEL_DATA / "example4d.nii.gz"
@@ -1152,7 +1152,6 @@ def test_memory_url_output(suffix: str, tmp_path: Path) -> None:
 
 
 def test_url_write_failure_leaves_no_object(tmp_path: Path) -> None:
-    fsspec = pytest.importorskip("fsspec")
     fs = fsspec.filesystem("memory")
     data = failing_dataset(2, RuntimeError("boom"))
     with pytest.raises(RuntimeError, match="boom"):
@@ -1188,7 +1187,6 @@ def test_url_with_bad_suffix_is_refused_before_connecting(functional: xr.Dataset
 
 
 def test_refuses_to_overwrite_its_own_lazy_url_source() -> None:
-    fsspec = pytest.importorskip("fsspec")
     fs = fsspec.filesystem("memory")
     fs.pipe_file("/writer-self/bold.nii", (NIBABEL_DATA / "functional.nii").read_bytes())
     url = "memory://writer-self/bold.nii"

@@ -30,6 +30,9 @@ from ._errors import NiftiFormatError, NiftiHeaderWarning, NiftiTruncatedError
 
 __all__ = ["is_url", "sniff_format"]
 
+# nibabel rebuilds a code table's value set on every call: once here.
+_XFORM_CODES = frozenset(nib.nifti1.xform_codes.value_set())
+
 _NIFTI_CLASSES: tuple[type, ...] = (
     nib.Nifti1Image,
     nib.Nifti2Image,
@@ -398,7 +401,7 @@ def _sanitize_header(name: str, header: AnalyzeHeader) -> None:
         return
     for field in ("sform_code", "qform_code"):
         code = int(header[field])
-        if code not in nib.nifti1.xform_codes.value_set():
+        if code not in _XFORM_CODES:
             header[field] = 0
             form = field[0] + "form"
             _warn(

@@ -36,6 +36,10 @@ __all__ = [
     "time_values",
 ]
 
+# nibabel rebuilds a code table's value set on every call: once here.
+_INTENT_CODES = frozenset(nib.nifti1.intent_codes.value_set())
+_SLICE_ORDER_CODES = frozenset(nib.nifti1.slice_order_codes.value_set())
+
 DIM_NAMES = ("i", "j", "k", "time", "u", "v", "w")
 TIME_UNIT_SECONDS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}
 
@@ -112,7 +116,7 @@ def time_values(header: AnalyzeHeader, ntime: int) -> np.ndarray | None:
 
 def _intent(header: Nifti1Header) -> tuple[str, list[float], str]:
     code = int(header["intent_code"])
-    if code in nib.nifti1.intent_codes.value_set():
+    if code in _INTENT_CODES:
         name = str(header.get_value_label("intent_code"))
     else:
         name = f"unknown ({code})"
@@ -158,7 +162,7 @@ def attrs_from_header(header: AnalyzeHeader, geometry: NiftiGeometry) -> dict[st
         if value is not None:
             attrs[name] = int(value)
     slice_code = int(header["slice_code"])
-    if slice_code in nib.nifti1.slice_order_codes.value_set() and slice_code != 0:
+    if slice_code in _SLICE_ORDER_CODES and slice_code != 0:
         attrs["slice_code"] = header.get_value_label("slice_code")
     elif slice_code != 0:
         attrs["slice_code"] = slice_code  # a code nibabel has no name for

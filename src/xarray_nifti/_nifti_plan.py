@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from nibabel.nifti1 import Nifti1Header
+from numpy.typing import DTypeLike
 
 from ._errors import NiftiTimeAxisWarning
 from ._metadata import DIM_NAMES, build_header
@@ -34,7 +36,7 @@ class NiftiPlan:
     """Everything needed to write one DataArray as NIfTI."""
 
     data: xr.DataArray  # transposed to NIfTI axis order, spatial dims padded (rgb last)
-    header: Any
+    header: Nifti1Header
     storage: Storage  # stored dtype (uint8 for RGB) and scaling
     geometry: NiftiGeometry
     channels: int = 0  # 3 (RGB) or 4 (RGBA) when the data has an ``rgb`` dim
@@ -87,7 +89,7 @@ def plan_nifti(
     array: xr.DataArray,
     *,
     version: int | None = None,
-    dtype: Any = None,
+    dtype: DTypeLike | None = None,
     pair: bool = False,
 ) -> NiftiPlan:
     """Work out header, axis order, stored dtype and scaling for writing ``array``.

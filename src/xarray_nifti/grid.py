@@ -8,7 +8,7 @@ nothing here imports it.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import xarray as xr
@@ -123,6 +123,23 @@ def select_variable(obj: xr.Dataset | xr.DataArray, var: str | None) -> xr.DataA
     return obj[names[0]]
 
 
+def _world_array(data: Any) -> WorldCoordinateArray | None:
+    """The lazy world coordinates behind ``data``: ``data`` itself, or the source of a
+    dask array that ``chunks=`` made of them and nothing has changed since."""
+    if isinstance(data, WorldCoordinateArray):
+        return data
+    graph = getattr(data, "dask", None)
+    # exactly dask's from_array: the wrapped source and one getter per chunk
+    if graph is None or len(getattr(graph, "layers", ())) != 2:
+        return None
+    for value in graph.values():
+        for _ in range(4):  # xarray's adapters around the source
+            if isinstance(value, WorldCoordinateArray):
+                return value if tuple(value.shape) == tuple(data.shape) else None
+            value = getattr(value, "array", None)
+    return None
+
+
 def _lazy_world_transform(obj: xr.Dataset | xr.DataArray) -> VoxelAffineTransform | None:
     """The grid behind ``obj``'s lazy world coordinates, if they survived without their index.
 
@@ -132,8 +149,8 @@ def _lazy_world_transform(obj: xr.Dataset | xr.DataArray) -> VoxelAffineTransfor
     """
     found: VoxelAffineTransform | None = None
     for name, coord in obj.coords.items():
-        data = coord.variable._data
-        if not isinstance(data, WorldCoordinateArray) or name in obj.xindexes:
+        data = _world_array(coord.variable._data)
+        if data is None or name in obj.xindexes:
             continue
         transform = data._transform
         if not isinstance(transform, VoxelAffineTransform):
@@ -148,8 +165,8 @@ def _lazy_world_transform(obj: xr.Dataset | xr.DataArray) -> VoxelAffineTransfor
         if name not in obj.coords:
             return None
         coord = obj.coords[name].variable
-        data = coord._data
-        if not isinstance(data, WorldCoordinateArray) or set(data._dims) != set(coord.dims):
+        data = _world_array(coord._data)
+        if data is None or set(data._dims) != set(coord.dims):
             return None
         if set(coord.dims) != set(found.dims):
             return None

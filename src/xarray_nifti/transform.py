@@ -234,12 +234,16 @@ class VoxelAffineTransform(CoordinateTransform):
         self.geometry = geometry
         self.axis_dims = (dims[0], dims[1], dims[2])
         self.source = source
+        # asked for at every Dataset copy (index variables): computed once
+        self._present_axes = tuple(
+            axis for axis, name in enumerate(self.axis_dims) if name is not None
+        )
 
     # -- helpers -------------------------------------------------------------
     @property
     def present_axes(self) -> tuple[int, ...]:
         """Voxel axes that still have a dimension."""
-        return tuple(axis for axis, name in enumerate(self.axis_dims) if name is not None)
+        return self._present_axes
 
     def with_dims(
         self, axis_dims: Sequence[str | None], coord_names: Sequence[Hashable] | None = None

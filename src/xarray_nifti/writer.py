@@ -32,6 +32,8 @@ from typing import IO, Any, cast
 
 import numpy as np
 import xarray as xr
+from nibabel.nifti1 import Nifti1Header
+from numpy.typing import DTypeLike
 
 from . import _slabs
 from ._atomic import Staging, staged
@@ -268,7 +270,7 @@ def to_nifti(
     *,
     var: str | None = None,
     version: int | None = None,
-    dtype: Any = None,
+    dtype: DTypeLike | None = None,
     compresslevel: int = DEFAULT_COMPRESSLEVEL,
     storage_options: dict[str, Any] | None = None,
 ) -> Path | str:
@@ -309,7 +311,7 @@ def to_nifti(
 
 
 def _write_local(
-    array: xr.DataArray, target: Path, version: int | None, dtype: Any, level: int
+    array: xr.DataArray, target: Path, version: int | None, dtype: DTypeLike | None, level: int
 ) -> None:
     pair, compressed = SUFFIXES[suffix_of(target.name)]
     plan = plan_nifti(array, version=version, dtype=dtype, pair=pair)
@@ -326,7 +328,7 @@ def _to_url(
     array: xr.DataArray,
     url: str,
     version: int | None,
-    dtype: Any,
+    dtype: DTypeLike | None,
     level: int,
     storage_options: dict[str, Any],
 ) -> str:
@@ -389,11 +391,11 @@ def _write_files(
                 image.seek(0, os.SEEK_END)
 
 
-def _written(header: Any) -> int:
+def _written(header: Nifti1Header) -> int:
     """Bytes that ``header.write_to`` writes for a single file (header, extender, extensions)."""
     return int(header.sizeof_hdr) + 4 + int(header.extensions.get_sizeondisk())
 
 
-def _single_file_offset(header: Any) -> int:
+def _single_file_offset(header: Nifti1Header) -> int:
     needed = _written(header)
     return int(-(-needed // 16) * 16)
