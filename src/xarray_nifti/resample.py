@@ -207,10 +207,12 @@ def _resample_array(
             variables[name] = coord.variable
             if name in source.xindexes:
                 indexes[name] = source.xindexes[name]
-    coords = xr.Coordinates(variables, indexes=indexes)
-    return xr.DataArray(
-        result, dims=(*target.dims, *extra), coords=coords, attrs=dict(array.attrs), name=array.name
-    )
+    # xarray's fast path: the public constructor deep-copies every coordinate
+    # (attrs and lazy arrays), which costs as much as resampling a small image.
+    variable = xr.Variable((*target.dims, *extra), result, attrs=dict(array.attrs))
+    # Shallow copies: the result's coordinates get their own attrs, sharing the lazy data.
+    coords = {name: coord.copy(deep=False) for name, coord in variables.items()}
+    return xr.DataArray(variable, coords=coords, name=array.name, indexes=indexes, fastpath=True)
 
 
 def resample_to(
