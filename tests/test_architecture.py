@@ -98,3 +98,9 @@ def test_module_map_in_the_contributing_page_matches_the_imports() -> None:
                 if name in layer_of and layer_of[name] > layer_of[path.stem]
             ]
     assert upward == [], f"imports that point down the module map: {upward}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
+def test_modules_stay_small_enough_to_read(path: Path) -> None:
+    lines = len(path.read_text().splitlines())
+    assert lines <= 500, f"{path.name} has {lines} lines: split a concept into its own module"

@@ -13,13 +13,8 @@ are smaller than ``spacing`` (``max(1 MiB, data_end / 1024)``), checkpoints
 sit on every m-th grid point, m = ceil(spacing / stride), so there are never
 more than about 1024 of them.
 
-**Checkpoint size.** ``decompress`` is fed at most ``_FEED`` (64 KiB) of
-compressed input at a time, as zero-copy slices of the 1 MiB block read from
-the file. An inflate object keeps a reference to its ``unconsumed_tail`` (a
-copy of the input it has not consumed yet), and so does every ``copy()`` of
-it; feeding small slices keeps that tail, and so each checkpoint, at about
-40 kB of inflate state + window plus at most 64 KiB of tail (fed whole 1 MiB
-blocks made 400 checkpoints cost 215 MiB).
+**Checkpoint size** is bounded by how :mod:`._inflate` feeds zlib (about
+40 kB of inflate state and window plus at most 64 KiB of input each).
 
 **Skip cache.** dask runs independent chunk reads out of order (descending
 string order of their keys: 99, 98, ..., 90, 9, 89, ...). When a read lies
@@ -49,8 +44,8 @@ cache ≤ ``min(_SKIP_CACHE_BYTES = 32 MiB, _SKIP_CACHE_CHUNKS = 16 chunks)``
 (chunks larger than that bound are not cached at all); plus one 1 MiB input
 block.
 
-zlib-ng inflates about twice as fast as CPython's zlib and its inflate
-objects can be copied, which is what a checkpoint needs.
+The inflating itself -- a cursor that reads forward through the members of
+the file -- is :mod:`._inflate`.
 """
 
 from __future__ import annotations
@@ -58,29 +53,14 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from types import ModuleType
-from typing import IO, Any
+from typing import IO
 
 from ._errors import NiftiFormatError, NiftiTruncatedError
-
-_zlib: ModuleType
-try:  # zlib-ng is a dependency; zlib keeps working if a platform lacks its wheel
-    from zlib_ng import zlib_ng
-
-    _zlib = zlib_ng
-except ImportError:  # pragma: no cover
-    _zlib = zlib
-_ZLIB_ERROR: tuple[type[BaseException], ...] = (_zlib.error, zlib.error)
+from ._inflate import OUT_STEP, READ_SIZE, Checkpoint, Cursor, new_inflater
 
 __all__ = ["GzipStream"]
 
-_GZIP_WBITS = 31  # gzip wrapper: zlib parses the member header and checks CRC32 + ISIZE
-_READ_SIZE = 1 << 20  # compressed bytes read from the file at once
-_FEED = 64 << 10  # compressed bytes given to decompress() at once (bounds checkpoint size)
-_OUT_STEP = 1 << 20  # uncompressed bytes asked of decompress() at once
 _MAX_CHECKPOINTS = 1024
 _TRAILER_SLACK = 1 << 20  # bytes inflated past the data block while looking for the CRC
 # Skip cache: whole chunks inflated while moving forward to a later read.
@@ -90,33 +70,6 @@ _TRAILER_SLACK = 1 << 20  # bytes inflated past the data block while looking for
 # 442 MB scan may use at most 110 MB above the import floor).
 _SKIP_CACHE_BYTES = 32 << 20
 _SKIP_CACHE_CHUNKS = 16
-
-
-@dataclass
-class _Checkpoint:
-    out_pos: int
-    in_pos: int
-    inflater: Any
-
-
-@dataclass
-class _Cursor:
-    """One position in the stream: an inflate state and where it stands in and out.
-
-    Invariant: ``pending`` is always the file's bytes ``[in_pos - len(pending), in_pos)``,
-    so a checkpoint only needs the resume position, not the pending bytes.
-    """
-
-    inflater: Any
-    out_pos: int = 0
-    in_pos: int = 0
-    pending: memoryview = field(default_factory=lambda: memoryview(b""))
-    ended: bool = False
-    inflated: int = 0  # uncompressed bytes this cursor produced (waste accounting)
-
-    @classmethod
-    def at(cls, checkpoint: _Checkpoint) -> _Cursor:
-        return cls(checkpoint.inflater.copy(), checkpoint.out_pos, checkpoint.in_pos)
 
 
 class GzipStream:
@@ -184,7 +137,7 @@ class GzipStream:
         self.stride: int | None = None
         self.unit = 0
         self.inflated = 0
-        self._checkpoints: list[_Checkpoint] = []
+        self._checkpoints: list[Checkpoint] = []
         self._checkpoint_positions: list[int] = []
         self._skipped: OrderedDict[int, bytes] = OrderedDict()
         self._skipped_bytes = 0
@@ -194,7 +147,7 @@ class GzipStream:
         self._main_busy = False
         if stride is not None:
             self.set_chunk_grid(0 if first is None else first, stride)
-        self._main = _Cursor(_zlib.decompressobj(_GZIP_WBITS))
+        self._main = Cursor(new_inflater())
         self._add_checkpoint(self._main)
 
     @property
@@ -258,91 +211,44 @@ class GzipStream:
         return pos == 0 or (pos >= first and (pos - first) % step == 0)
 
     # -- checkpoints (callers hold ``_changed``) ------------------------------------
-    def _add_checkpoint(self, cursor: _Cursor) -> None:
+    def _add_checkpoint(self, cursor: Cursor) -> None:
         n = bisect.bisect_left(self._checkpoint_positions, cursor.out_pos)
         if n < len(self._checkpoint_positions) and self._checkpoint_positions[n] == cursor.out_pos:
             return
         resume = cursor.in_pos - len(cursor.pending)
-        checkpoint = _Checkpoint(cursor.out_pos, resume, cursor.inflater.copy())
+        checkpoint = Checkpoint(cursor.out_pos, resume, cursor.inflater.copy())
         self._checkpoints.insert(n, checkpoint)
         self._checkpoint_positions.insert(n, cursor.out_pos)
 
-    def _checkpoint_before(self, target: int) -> _Checkpoint:
+    def _checkpoint_before(self, target: int) -> Checkpoint:
         n = bisect.bisect_right(self._checkpoint_positions, target) - 1
         return self._checkpoints[max(n, 0)]
 
     # -- inflating with a cursor ------------------------------------------------------
-    def _fill(self, cursor: _Cursor) -> None:
-        """Read the next block of compressed input (keeps the ``pending`` invariant)."""
+    def read_block(self, position: int) -> bytes:
+        """Up to 1 MiB of compressed input at ``position`` (what a :class:`Cursor` reads)."""
         if self._fd is not None:
-            block = os.pread(self._fd, _READ_SIZE, cursor.in_pos)
-        else:  # only the owner of the main cursor reads through the shared file position
-            self._file.seek(cursor.in_pos)
-            block = self._file.read(_READ_SIZE)
-        cursor.in_pos += len(block)
-        if cursor.pending:
-            cursor.pending = memoryview(bytes(cursor.pending) + block)
-        else:
-            cursor.pending = memoryview(block)
+            return os.pread(self._fd, READ_SIZE, position)
+        # only the owner of the main cursor reads through the shared file position
+        self._file.seek(position)
+        return self._file.read(READ_SIZE)
 
-    def _step(self, cursor: _Cursor, max_out: int) -> tuple[bytes, bool]:
-        """Inflate once: (output, whether a gzip member ended)."""
-        if cursor.ended:
-            raise NiftiTruncatedError(
-                f"{self.name}: the gzip stream ends after {cursor.out_pos} uncompressed bytes, "
-                f"but the image data ends at byte {self.data_end}; the file is truncated"
-            )
-        if not cursor.pending:
-            self._fill(cursor)
-        data = cursor.pending[:_FEED]
-        if not data:
-            raise NiftiTruncatedError(
-                f"{self.name}: the gzip stream is cut short after {cursor.out_pos} uncompressed "
-                f"bytes, but the image data ends at byte {self.data_end}; the file is truncated"
-            )
-        try:
-            out = cursor.inflater.decompress(data, max_out)
-        except _ZLIB_ERROR as err:
-            near = cursor.in_pos - len(cursor.pending)
-            if "check" in str(err):  # zlib's "incorrect data check" / "incorrect length check"
-                raise NiftiFormatError(
-                    f"{self.name}: gzip checksum (CRC32/size) mismatch at the end of a member "
-                    f"(near compressed byte {near}): the file is corrupt ({err})"
-                ) from err
-            raise NiftiFormatError(
-                f"{self.name}: corrupt gzip data near compressed byte {near}: {err}; "
-                "the file is damaged"
-            ) from err
-        cursor.out_pos += len(out)
-        cursor.inflated += len(out)
-        member_ended = bool(cursor.inflater.eof)
-        inflater = cursor.inflater
-        left = len(inflater.unused_data if member_ended else inflater.unconsumed_tail)
-        cursor.pending = cursor.pending[len(data) - left :]
-        if member_ended:
-            self._start_next_member(cursor)
-        return out, member_ended
+    def _step(self, cursor: Cursor, max_out: int) -> tuple[bytes, bool]:
+        """Inflate once with ``cursor``: (output, whether a gzip member ended)."""
+        return cursor.step(self, max_out)
 
-    def _start_next_member(self, cursor: _Cursor) -> None:
-        if len(cursor.pending) < 2:
-            self._fill(cursor)
-        if bytes(cursor.pending[:2]) == b"\x1f\x8b":
-            cursor.inflater = _zlib.decompressobj(_GZIP_WBITS)
-        else:  # end of file, or trailing bytes that are not another gzip member
-            cursor.ended = True
-
-    def _inflate(self, cursor: _Cursor, max_out: int) -> bytes:
+    def _inflate(self, cursor: Cursor, max_out: int) -> bytes:
         """Up to ``max_out`` more uncompressed bytes (at least one, or raise)."""
         while True:
             out, _ = self._step(cursor, max_out)
             if out:
                 return out
 
-    def _gap(self, cursor: _Cursor, limit: int) -> int:
+    def _gap(self, cursor: Cursor, limit: int) -> int:
         """Output bytes to ask for: up to ``limit``, stopping at the next checkpoint."""
-        return max(1, min(limit, _OUT_STEP, self._due_after(cursor.out_pos) - cursor.out_pos))
+        return max(1, min(limit, OUT_STEP, self._due_after(cursor.out_pos) - cursor.out_pos))
 
-    def _fill_out(self, cursor: _Cursor, out: memoryview, main: bool) -> None:
+    def _fill_out(self, cursor: Cursor, out: memoryview, main: bool) -> None:
         filled = 0
         while filled < len(out):
             chunk = self._inflate(cursor, self._gap(cursor, len(out) - filled))
@@ -406,7 +312,7 @@ class GzipStream:
                 if main.out_pos > offset or (
                     offset - main.out_pos > step and self._checkpoint_positions[-1] > main.out_pos
                 ):
-                    self._main = main = _Cursor.at(self._checkpoint_before(offset))
+                    self._main = main = Cursor.at(self._checkpoint_before(offset))
                     before = 0
             self._skip_to(offset)
             self._fill_out(main, out, main=True)
@@ -418,7 +324,7 @@ class GzipStream:
     def _verify_trailer(self) -> None:
         """Inflate to the end of the gzip member so zlib checks its CRC32 and size."""
         main = self._main
-        probe = _Cursor(main.inflater.copy(), main.out_pos, main.in_pos, main.pending, main.ended)
+        probe = Cursor(main.inflater.copy(), main.out_pos, main.in_pos, main.pending, main.ended)
         extra = 0
         try:
             while extra < _TRAILER_SLACK and not probe.ended:
@@ -455,7 +361,7 @@ class GzipStream:
             self._skipped_bytes -= len(chunk)
         return True
 
-    def _private_start(self, offset: int, end: int) -> _Cursor | None:
+    def _private_start(self, offset: int, end: int) -> Cursor | None:
         """A private cursor for a read near a known checkpoint, or None to use the main one."""
         if self._fd is None or not self._checkpoints:
             return None
@@ -468,7 +374,7 @@ class GzipStream:
         main = self._main.out_pos
         if not self._main_busy and checkpoint.out_pos <= main <= offset:
             return None  # the idle main cursor is at least as close: keep reading forward
-        return _Cursor.at(checkpoint)
+        return Cursor.at(checkpoint)
 
     # -- public API ----------------------------------------------------------------
     def read_into(self, offset: int, out: memoryview) -> None:
@@ -504,9 +410,9 @@ class GzipStream:
                 self._main_busy = False
                 self._changed.notify_all()
 
-    def _skip_private(self, cursor: _Cursor, target: int) -> None:
+    def _skip_private(self, cursor: Cursor, target: int) -> None:
         while cursor.out_pos < target:
-            self._inflate(cursor, min(_OUT_STEP, target - cursor.out_pos))
+            self._inflate(cursor, min(OUT_STEP, target - cursor.out_pos))
 
     def close(self) -> None:
         """Drop the inflate state, checkpoints and cached chunks (the owner closes the file)."""

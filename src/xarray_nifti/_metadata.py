@@ -36,8 +36,7 @@ __all__ = [
     "time_values",
 ]
 
-# nibabel rebuilds a code table's value set on every call: once here.
-_INTENT_CODES = frozenset(nib.nifti1.intent_codes.value_set())
+_INTENT_CODES = frozenset(nib.nifti1.intent_codes.value_set())  # nibabel rebuilds it per call
 _SLICE_ORDER_CODES = frozenset(nib.nifti1.slice_order_codes.value_set())
 
 DIM_NAMES = ("i", "j", "k", "time", "u", "v", "w")

@@ -49,10 +49,8 @@ def _lazy_world_key(var: xr.Variable) -> tuple[Any, ...] | None:
 class WorldCoordinateArray(CoordinateTransformIndexingAdapter):
     """Lazy world-coordinate array whose integer indexers drop their axes.
 
-    xarray's adapter drops integer axes in ``__getitem__`` but not in the
-    outer-indexing path that dask uses for chunked coordinates, so a voxel
-    selected with three integers computed to shape ``(1, 1, 1)`` instead of
-    ``()``.
+    xarray's adapter drops integer axes in ``__getitem__`` but not in the outer-indexing
+    path dask uses for chunked coordinates: three integers gave shape ``(1, 1, 1)``, not ``()``.
     """
 
     def _oindex_get(self, indexer: OuterIndexer) -> np.ndarray:
