@@ -10,6 +10,7 @@ with nibabel, not with the package's own listing.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -664,3 +665,8 @@ def test_cf_decoding_options_are_accepted_as_by_open_dataset(
         if written.entities["suffix"] == "T1w":
             expected = xr.open_dataset(written.path, engine="nifti", **option)
             xr.testing.assert_identical(tree[written.tree_path].to_dataset(), expected)
+
+
+def test_a_file_object_is_not_a_bids_dataset() -> None:
+    with pytest.raises(TypeError, match="BIDS dataset is opened from its folder"):
+        xr.open_datatree(io.BytesIO(b"not a folder"), engine="nifti")

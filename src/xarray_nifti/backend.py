@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from xarray.backends import BackendEntrypoint
+from xarray.backends.common import T_PathFileOrDataStore
 from xarray.coding.common import lazy_elemwise_func
 from xarray.coding.variables import CFScaleOffsetCoder
 from xarray.core import indexing
@@ -273,18 +274,18 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
 
     def open_dataset(
         self,
-        filename_or_obj: Any,
+        filename_or_obj: T_PathFileOrDataStore,
         *,
         drop_variables: str | Iterable[str] | None = None,
         mask_and_scale: bool = True,
         var_name: str = "data",
         storage_options: dict[str, Any] | None = None,
         sidecar: bool = True,
-        decode_times: Any = None,
-        decode_timedelta: Any = None,
-        use_cftime: Any = None,
-        concat_characters: Any = None,
-        decode_coords: Any = None,
+        decode_times: object = None,
+        decode_timedelta: object = None,
+        use_cftime: object = None,
+        concat_characters: object = None,
+        decode_coords: object = None,
     ) -> xr.Dataset:
         """Open a NIfTI/Analyze image lazily.
 
@@ -323,13 +324,18 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
 
     def open_groups_as_dict(
         self,
-        filename_or_obj: Any,
+        filename_or_obj: T_PathFileOrDataStore,
         *,
         derivatives: bool | str | Iterable[str] | None = None,
         on_error: str = "raise",
         **options: Any,
     ) -> dict[str, xr.Dataset]:
         """The groups of :meth:`open_datatree` by path, for ``xr.open_groups``; same keywords."""
+        if not isinstance(filename_or_obj, str | os.PathLike):
+            raise TypeError(
+                "a BIDS dataset is opened from its folder (a path or an fsspec URL), not from "
+                f"a {type(filename_or_obj).__name__}"
+            )
         # The keywords of open_dataset open each image; the others are entity filters.
         image = {key: options.pop(key) for key in self.open_dataset_parameters if key in options}
         _check_var_name(image.get("var_name", "data"))  # once, not once per image
@@ -344,7 +350,7 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
             **options,
         )
 
-    def open_datatree(self, filename_or_obj: Any, **options: Any) -> xr.DataTree:
+    def open_datatree(self, filename_or_obj: T_PathFileOrDataStore, **options: Any) -> xr.DataTree:
         """Open a BIDS dataset (local folder or fsspec URL) as a lazy DataTree.
 
         ``xr.open_datatree(root, engine="nifti", **filters)``: one group per
@@ -363,7 +369,7 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         """
         return bids_tree(self.open_groups_as_dict(filename_or_obj, **options))
 
-    def guess_can_open(self, filename_or_obj: Any) -> bool:
+    def guess_can_open(self, filename_or_obj: T_PathFileOrDataStore) -> bool:
         """Recognise NIfTI/Analyze files by magic bytes (also in gzip) or by suffix."""
         head = _head_of(filename_or_obj)
         if head is not None and sniff_format(head) is not None:
