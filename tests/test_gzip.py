@@ -214,13 +214,15 @@ def test_thread_safety_with_dask_chunks(tmp_path: Path) -> None:
 # -- concurrent reads of a local file ------------------------------------------------------
 
 
-def _local_stream(tmp_path: Path, blob: bytes = SINGLE, stride: int = 10_000) -> GzipStream:
+def _local_stream(
+    tmp_path: Path, blob: bytes = SINGLE, stride: int = 10_000, cache_chunks: int = 16
+) -> GzipStream:
     path = tmp_path / "local.nii.gz"
     path.write_bytes(blob)
     fileobj = path.open("rb")
-    stream = GzipStream(fileobj, "local.nii.gz", SIZE, first=0, stride=stride)
-    stream.spacing = stride
-    return stream
+    return GzipStream(
+        fileobj, "local.nii.gz", SIZE, 0, stride, spacing=stride, cache_chunks=cache_chunks
+    )
 
 
 def test_only_files_with_a_descriptor_read_concurrently(tmp_path: Path) -> None:
@@ -398,3 +400,16 @@ def test_skip_cache_respects_its_byte_bound() -> None:
     stream = _grid_stream(cache_bytes=STRIDE)  # chunks too big to cache
     _read_chunk(stream, 99)
     assert stream.cached == (0, 0)
+
+
+def test_ranges_of_one_region_read_privately_continue_one_cursor(tmp_path: Path) -> None:
+    """A strided box is many ranges in file order: each continues where the last one ended."""
+    stream = _local_stream(tmp_path, stride=100_000, cache_chunks=0)
+    assert _read(stream, 200_000, 10_000) == PAYLOAD[200_000:210_000]  # main cursor ahead
+    before = stream.inflated
+    for n in range(20):
+        start = 150_000 + n * 1_000
+        assert _read(stream, start, 100) == PAYLOAD[start : start + 100]
+    # from the checkpoint at 100 000 to the last range's end, once (not 20 times)
+    assert stream.inflated - before <= 150_000 + 20 * 1_000 - 100_000
+    assert stream._main.out_pos == 210_000

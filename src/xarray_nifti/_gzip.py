@@ -28,14 +28,18 @@ starts near a checkpoint the stream has already passed inflates from a private
 copy of that checkpoint (positional ``pread`` on the shared descriptor, no
 shared seek position), while one thread at a time -- the owner of the *main*
 cursor -- moves the stream forward, drops checkpoints and verifies the CRC.
-A thread whose region lies ahead of every checkpoint waits until the main
+A thread whose region lies ahead of the busy main cursor waits until the
 cursor passes it (or is free), then reads privately (or takes the main
-cursor). dask asks for chunks in descending order (13, 12, 11, ...): the read
-of 13 moves the main cursor through the file once, and every other chunk is
-re-inflated from its own checkpoint by whichever thread asked for it, so with
-two threads the second pass runs beside the first instead of after it.
-Files without a descriptor (in-memory buffers, remote files) are read one
-request at a time through the main cursor.
+cursor): the main cursor may be on its way there, and a private read of the
+same bytes would inflate them twice (reads in file order stay one pass).
+Each thread keeps its last private cursor (without its input block), so the
+many ranges of one strided box continue one cursor. dask asks for chunks in
+descending order (13, 12, 11, ...): the read of 13 moves the main cursor
+through the file once, and every other chunk is re-inflated from its own
+checkpoint by whichever thread asked for it, so with two threads the second
+pass runs beside the first instead of after it. Files without a descriptor
+(in-memory buffers, remote files) are read one request at a time through the
+main cursor.
 
 **Memory bound** per stream (i.e. per file and process): checkpoints
 ≤ (1024 + 1) × (~40 kB + 64 KiB) ≈ 105 MiB in the worst case and about
@@ -145,6 +149,9 @@ class GzipStream:
         # Guards the checkpoints, the skip cache and who owns the main cursor.
         self._changed = threading.Condition()
         self._main_busy = False
+        # Each thread's last private cursor: the next range of the same region (a strided
+        # box is read as many ranges, in file order) continues from it.
+        self._own = threading.local()
         if stride is not None:
             self.set_chunk_grid(0 if first is None else first, stride)
         self._main = Cursor(new_inflater())
@@ -371,8 +378,15 @@ class GzipStream:
         _, step = self._checkpoint_step()
         if offset - checkpoint.out_pos > step:  # not indexed yet: the main cursor must go there
             return None
-        main = self._main.out_pos
-        if not self._main_busy and checkpoint.out_pos <= main <= offset:
+        own: Cursor | None = getattr(self._own, "cursor", None)
+        if own is not None and checkpoint.out_pos <= own.out_pos <= offset and not own.ended:
+            return own  # this thread's last cursor is at least as close as the checkpoint
+        frontier = self._main.out_pos
+        if self._main_busy:
+            # Only behind the busy main cursor: ahead of it, it may be on its way there
+            # (reads in file order), and waiting for it costs less than inflating twice.
+            return Cursor.at(checkpoint) if offset < frontier else None
+        if checkpoint.out_pos <= frontier <= offset:
             return None  # the idle main cursor is at least as close: keep reading forward
         return Cursor.at(checkpoint)
 
@@ -396,12 +410,19 @@ class GzipStream:
             if private is None:
                 self._main_busy = True
         if private is not None:
+            before = private.inflated
+            self._own.cursor = None  # not reused if this read fails half way
             try:
                 self._skip_private(private, offset)
                 self._fill_out(private, out, main=False)
             finally:
                 with self._changed:
-                    self.inflated += private.inflated
+                    self.inflated += private.inflated - before
+            # Kept without its input block (re-read from the file when it goes on): a kept
+            # cursor then costs its inflate state only, about 100 kB per thread and file.
+            private.in_pos -= len(private.pending)
+            private.pending = memoryview(b"")
+            self._own.cursor = private
             return
         try:
             self._read_main(offset, out)
@@ -417,6 +438,7 @@ class GzipStream:
     def close(self) -> None:
         """Drop the inflate state, checkpoints and cached chunks (the owner closes the file)."""
         with self._changed:
+            self._own = threading.local()
             self._checkpoints.clear()
             self._checkpoint_positions.clear()
             self._skipped.clear()
