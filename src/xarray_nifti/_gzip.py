@@ -255,7 +255,8 @@ class GzipStream:
         """Output bytes to ask for: up to ``limit``, stopping at the next checkpoint."""
         return max(1, min(limit, OUT_STEP, self._due_after(cursor.out_pos) - cursor.out_pos))
 
-    def _fill_out(self, cursor: Cursor, out: memoryview, main: bool) -> None:
+    def _fill_out(self, cursor: Cursor, out: memoryview) -> None:
+        main = cursor is self._main  # only the main cursor drops checkpoints
         filled = 0
         while filled < len(out):
             chunk = self._inflate(cursor, self._gap(cursor, len(out) - filled))
@@ -296,7 +297,7 @@ class GzipStream:
         """Inflate one whole grid chunk and keep it in the skip cache."""
         start = self._main.out_pos
         chunk = bytearray(size)
-        self._fill_out(self._main, memoryview(chunk), main=True)
+        self._fill_out(self._main, memoryview(chunk))
         with self._changed:
             self._skipped.pop(start, None)
             self._skipped[start] = bytes(chunk)
@@ -322,11 +323,11 @@ class GzipStream:
                     self._main = main = Cursor.at(self._checkpoint_before(offset))
                     before = 0
             self._skip_to(offset)
-            self._fill_out(main, out, main=True)
+            self._fill_out(main, out)
             if offset + len(out) == self.data_end and not self._verified:
                 self._verify_trailer()
         finally:
-            self.inflated += main.inflated - before
+            self._count(main.inflated - before)
 
     def _verify_trailer(self) -> None:
         """Inflate to the end of the gzip member so zlib checks its CRC32 and size."""
@@ -350,7 +351,7 @@ class GzipStream:
                 f"file is corrupt ({err.__cause__})"
             ) from err
         finally:
-            self.inflated += probe.inflated
+            self._count(probe.inflated)
         self._verified = True
 
     # -- skip cache and private reads (callers hold ``_changed``) -------------------------
@@ -414,10 +415,9 @@ class GzipStream:
             self._own.cursor = None  # not reused if this read fails half way
             try:
                 self._skip_private(private, offset)
-                self._fill_out(private, out, main=False)
+                self._fill_out(private, out)
             finally:
-                with self._changed:
-                    self.inflated += private.inflated - before
+                self._count(private.inflated - before)
             # Kept without its input block (re-read from the file when it goes on): a kept
             # cursor then costs its inflate state only, about 100 kB per thread and file.
             private.in_pos -= len(private.pending)
@@ -430,6 +430,11 @@ class GzipStream:
             with self._changed:
                 self._main_busy = False
                 self._changed.notify_all()
+
+    def _count(self, inflated: int) -> None:
+        """Add a read's inflated bytes to :attr:`inflated` (threads add at once)."""
+        with self._changed:
+            self.inflated += inflated
 
     def _skip_private(self, cursor: Cursor, target: int) -> None:
         while cursor.out_pos < target:

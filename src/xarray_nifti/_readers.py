@@ -58,10 +58,6 @@ class _Reader:
                 self._readers -= 1
                 self._idle.notify_all()
 
-    def _wait_idle(self) -> None:
-        with self._idle:
-            self._idle.wait_for(lambda: self._readers == 0)
-
     def read_into(self, offset: int, out: memoryview) -> None:
         raise NotImplementedError
 
@@ -73,8 +69,13 @@ class _Reader:
         """Chunks start at byte ``first + n * stride``, made of ``unit``-byte steps."""
 
     def close(self) -> None:
-        """Release the file (after the reads in progress)."""
-        self._wait_idle()
+        """Release the file, after the reads in progress."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._readers == 0)
+        self._release()
+
+    def _release(self) -> None:
+        """Close what this reader holds (no read is in progress)."""
 
 
 class _MappedReader(_Reader):
@@ -142,8 +143,7 @@ class _MappedReader(_Reader):
         )
         return np.array(view[key], order="K")
 
-    def close(self) -> None:
-        self._wait_idle()
+    def _release(self) -> None:
         if self._map is not None:
             self._map.close()
         self._file.close()
@@ -248,8 +248,7 @@ class _FileReader(_Reader):
             )
         out[:] = data
 
-    def close(self) -> None:
-        self._wait_idle()
+    def _release(self) -> None:
         if self._owned:
             self._fileobj.close()
 
@@ -271,8 +270,7 @@ class _GzipReader(_Reader):
         if self._stream.stride is None:  # the first array's grid wins
             self._stream.set_chunk_grid(first, stride, unit)
 
-    def close(self) -> None:
-        self._wait_idle()
+    def _release(self) -> None:
         self._stream.close()
         if self._owned:
             self._fileobj.close()
