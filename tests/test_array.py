@@ -466,11 +466,9 @@ def _backend_array(ds: xr.Dataset) -> NiftiBackendArray:
 
 
 @pytest.fixture
-def bold_gz(tmp_path: Path) -> tuple[Path, np.ndarray]:
+def bold_gz(make_image: Any) -> tuple[Path, np.ndarray]:
     data = np.arange(10 * 9 * 8 * 12, dtype=np.int16).reshape(10, 9, 8, 12)
-    path = tmp_path / "bold.nii.gz"
-    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
-    return path, data
+    return make_image(data, name="bold.nii.gz"), data
 
 
 def test_closing_one_dataset_keeps_the_shared_reader(bold_gz: tuple[Path, np.ndarray]) -> None:
@@ -511,12 +509,11 @@ def test_unpickled_copy_counts_as_a_user(bold_gz: tuple[Path, np.ndarray]) -> No
         np.testing.assert_array_equal(ds["data"].values, data)
 
 
-def test_grouped_chunks_keep_a_checkpoint_per_volume(tmp_path: Path) -> None:
+def test_grouped_chunks_keep_a_checkpoint_per_volume(make_image: Any) -> None:
     """Reading a volume again inside a chunk of several volumes re-inflates about that volume."""
     shape = (64, 64, 128, 12)  # 1 MiB volumes: the checkpoint spacing
     data = np.random.default_rng(2).integers(0, 1000, shape).astype(np.int16)
-    path = tmp_path / "grouped.nii.gz"
-    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    path = make_image(data, name="grouped.nii.gz")
     volume = 64 * 64 * 128 * 2
     with (
         dask.config.set({"array.chunk-size": f"{4 * volume}B"}),  # 4 volumes per chunk
@@ -532,11 +529,10 @@ def test_grouped_chunks_keep_a_checkpoint_per_volume(tmp_path: Path) -> None:
         assert stream.inflated - before <= volume + (1 << 16)  # not the chunk from volume 8
 
 
-def test_dataset_tells_the_gzip_reader_its_volume_grid(tmp_path: Path) -> None:
+def test_dataset_tells_the_gzip_reader_its_volume_grid(make_image: Any) -> None:
     shape = (8, 7, 6, 5)
     data = np.arange(np.prod(shape), dtype=np.int16).reshape(shape)
-    path = tmp_path / "bold.nii.gz"
-    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    path = make_image(data, name="bold.nii.gz")
     volume = 8 * 7 * 6 * 2
     with (
         dask.config.set({"array.chunk-size": f"{2 * volume}B"}),  # two volumes per chunk

@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pytest
 import xarray as xr
@@ -21,10 +20,8 @@ DATA = np.arange(12 * 10 * 8 * 6, dtype=np.int16).reshape(12, 10, 8, 6)
 
 
 @pytest.fixture(params=[".nii", ".nii.gz"])
-def path(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    out = tmp_path / f"bold{request.param}"
-    nib.save(nib.Nifti1Image(DATA, np.eye(4)), out)
-    return out
+def path(request: pytest.FixtureRequest, make_image: Any) -> Path:
+    return make_image(DATA, name=f"bold{request.param}")
 
 
 def test_local_readers_are_shared_by_threads(path: Path) -> None:
@@ -72,11 +69,9 @@ def test_close_waits_for_the_reads_in_progress(path: Path) -> None:
 
 
 @pytest.fixture
-def nii(tmp_path: Path) -> tuple[Path, np.ndarray]:
+def nii(make_image: Any) -> tuple[Path, np.ndarray]:
     data = np.arange(6 * 5 * 4 * 3, dtype=np.int32).reshape(6, 5, 4, 3)
-    path = tmp_path / "img.nii"
-    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
-    return path, data
+    return make_image(data, name="img.nii"), data
 
 
 def test_volume_reads_use_pread_not_a_map(
