@@ -79,15 +79,8 @@ def oblique_las_affine(shape: Sequence[int], zooms: Sequence[float]) -> np.ndarr
         4×4 voxel → RAS+ affine: x flipped (L), then rotated 8° about x and
         5° about z, so that ``nib.aff2axcodes`` gives ``("L", "A", "S")``.
     """
-    ax, az = np.deg2rad(8.0), np.deg2rad(5.0)
-    rot_x = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    rot_z = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    linear = rot_z @ rot_x @ np.diag([-zooms[0], zooms[1], zooms[2]])
-    centre = (np.asarray(shape[:3], dtype=np.float64) - 1) / 2
-    affine = np.eye(4)
-    affine[:3, :3] = linear
-    affine[:3, 3] = -linear @ centre
-    return affine
+    linear = _rotation(8.0, 5.0) @ np.diag([-zooms[0], zooms[1], zooms[2]])
+    return _centred(linear, shape)
 
 
 def oblique_sagittal_affine(shape: Sequence[int], zooms: Sequence[float]) -> np.ndarray:
@@ -106,14 +99,25 @@ def oblique_sagittal_affine(shape: Sequence[int], zooms: Sequence[float]) -> np.
         4×4 voxel → RAS+ affine: i along x, j along -z, k along y before the
         rotations, so that ``nib.aff2axcodes`` gives ``("R", "I", "A")``.
     """
-    a, c = np.deg2rad(12.0), np.deg2rad(5.0)
-    rot_x = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    rot_z = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
     sagittal = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
-    linear = rot_z @ rot_x @ sagittal @ np.diag(np.asarray(zooms, dtype=np.float64))
+    linear = _rotation(12.0, 5.0) @ sagittal @ np.diag(np.asarray(zooms, dtype=np.float64))
+    return _centred(linear, shape)
+
+
+def _rotation(about_x: float, about_z: float) -> np.ndarray:
+    """Rotation by ``about_x`` degrees about x, then ``about_z`` degrees about z."""
+    ax, az = np.deg2rad(about_x), np.deg2rad(about_z)
+    rot_x = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    rot_z = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    rotation: np.ndarray = rot_z @ rot_x
+    return rotation
+
+
+def _centred(linear: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """The affine with this linear part whose field of view is centred on the origin."""
     affine = np.eye(4)
     affine[:3, :3] = linear
-    affine[:3, 3] = -linear @ (np.asarray(shape[:3], dtype=np.float64) - 1) / 2
+    affine[:3, 3] = -linear @ ((np.asarray(shape[:3], dtype=np.float64) - 1) / 2)
     return affine
 
 
