@@ -1,4 +1,4 @@
-"""Side-by-side comparison of xarray-nifti with nibabel, numpy and SimpleITK.
+"""Side-by-side comparison of xarray-nifti with nibabel, numpy, SimpleITK and spatial-image.
 
 Generates realistic images at run time, then, in one process and after all
 imports, times this package and the nibabel (numpy, SimpleITK) equivalent of each
@@ -42,6 +42,7 @@ from cases._access import case_random, case_threads
 from cases._child import MiB
 from cases._chunks import case_chunks
 from cases._cluster import case_cluster
+from cases._cluster_mean import case_cluster_mean
 from cases._geometry import case_reorient, case_slice
 from cases._harness import CorrectnessError, Row, log, render
 from cases._inputs import FULL, QUICK, Context, Files, Sizes, fmt_size, raw_mib, shape_tag
@@ -63,6 +64,7 @@ CASES: dict[str, Callable[[Context], list[Row]]] = {
     "threads": case_threads,
     "chunks": case_chunks,
     "cluster": case_cluster,
+    "cluster_mean": case_cluster_mean,
 }
 
 

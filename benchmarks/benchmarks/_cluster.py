@@ -9,14 +9,15 @@ placed the tasks.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["ClusterRead", "cluster_reads"]
+__all__ = ["ClusterRead", "cluster_reads", "forget_readers", "open_data", "process_cluster"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ def _worker_cpu(client: Any) -> float:
     return float(sum(client.run(_cpu_seconds).values()))
 
 
-def _open(paths: str | Sequence[str]) -> xr.DataArray:
+def open_data(paths: str | Sequence[str]) -> xr.DataArray:
+    """The image of one path, or of several stacked along ``subject``, with ``chunks={}``."""
     if isinstance(paths, str):
         return xr.open_dataset(paths, engine="nifti", chunks={})["data"]
     return xr.open_mfdataset(
@@ -57,27 +59,19 @@ def cluster_reads(
     Each case is best of ``repeat`` (by wall time); every read opens the files
     anew, so no worker keeps inflate state from an earlier round.
     """
-    from distributed import Client, LocalCluster
-
     out = []
-    with (
-        LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        client.run(_cpu_seconds)  # workers are up and have imported what they need
+    with process_cluster(n_workers) as client:
         for label, paths in cases.items():
             best: ClusterRead | None = None
             for _ in range(repeat):
-                data = _open(paths)
+                data = open_data(paths)
                 before = _worker_cpu(client)
                 start = time.perf_counter()
                 total = float(data.sum(dtype=np.float64).compute())
                 wall = time.perf_counter() - start
                 cpu = _worker_cpu(client) - before
                 data.close()
-                client.run(_forget_readers)
+                client.run(forget_readers)
                 if best is None or wall < best.wall:
                     best = ClusterRead(label, n_workers, wall, cpu, total)
             assert best is not None
@@ -85,7 +79,26 @@ def cluster_reads(
     return out
 
 
-def _forget_readers() -> None:
+@contextmanager
+def process_cluster(n_workers: int) -> Iterator[Any]:
+    """A ``LocalCluster`` of ``n_workers`` single-threaded processes and its ``Client``.
+
+    The client is the default scheduler inside the block; the workers are up
+    and have imported what a read needs before it starts.
+    """
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(_cpu_seconds)
+        yield client
+
+
+def forget_readers() -> None:
     """Drop this worker's open readers, so that the next round starts cold."""
     from xarray.backends.file_manager import FILE_CACHE
 

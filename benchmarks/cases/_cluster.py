@@ -8,7 +8,6 @@ mode); the target is the total worker CPU with N workers over that with one.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from typing import Any
 
@@ -30,13 +29,7 @@ def _nibabel_pass(path: str) -> float:
 def case_cluster(ctx: Context) -> list[Row]:
     """Full chunked reads on LocalCluster(processes=True, threads_per_worker=1): worker CPU."""
     gz, short = ctx.files.bold(gz=True), ctx.files.bold(ctx.sizes.bold_short, gz=True)
-    copies = []
-    for n in range(6):  # open_mfdataset over several files (copies: each has its own identity)
-        copy = ctx.workdir / f"subject-{n}.nii.gz"
-        if not copy.exists():
-            shutil.copyfile(short, copy)
-        copies.append(os.fspath(copy))
-    cases: dict[str, Any] = {"one file": gz, "6 files": copies}
+    cases: dict[str, Any] = {"one file": gz, "6 files": ctx.files.subject_copies(6)}
     runs: dict[tuple[str, int], _cluster.ClusterRead] = {}
     cases["short file"] = short
     for n_workers in (1, 2):

@@ -166,6 +166,21 @@ class Files:
         """The T1-like volume as int16 oblique sagittal slices, ``.nii`` or ``.nii.gz``."""
         return self._pair("t1-sagittal", tuple(self.sizes.t1_sagittal), _data.write_t1_sagittal, gz)
 
+    def subject_copies(self, n: int) -> list[str]:
+        """``n`` copies of the short ``.nii.gz`` series, as ``subject-<i>.nii.gz``.
+
+        Copies, not links: each file has its own identity, so no reader state is
+        shared between them.
+        """
+        short = self.bold(self.sizes.bold_short, gz=True)
+        copies = []
+        for index in range(n):
+            copy = self.root / f"subject-{index}.nii.gz"
+            if not copy.exists():
+                shutil.copyfile(short, copy)
+            copies.append(os.fspath(copy))
+        return copies
+
     def open_small(self, gz: bool = False) -> str:
         """A 4 MiB series for the open-time yardstick."""
         return self._pair("small", tuple(self.sizes.open_small), _data.write_bold, gz)
