@@ -35,12 +35,16 @@ class SlabPlan:
 
 
 def slab_plan(
-    shape: Sequence[int], itemsize: int, chunks: Sequence[Sequence[int]] | None
+    shape: Sequence[int],
+    itemsize: int,
+    chunks: Sequence[Sequence[int]] | None,
+    target: int | None = None,
 ) -> SlabPlan:
     """Where to cut an array of ``shape`` into slabs that are contiguous in the file.
 
     With dask ``chunks`` the slabs follow the chunk boundaries, so that no
-    chunk is computed twice.
+    chunk is computed twice. Slabs hold at most about ``target`` bytes
+    (default :data:`SLAB_BYTES`).
 
     Examples
     --------
@@ -48,13 +52,14 @@ def slab_plan(
     >>> plan.cut, plan.bounds
     (2, ((0, 6),))
     """
+    limit = SLAB_BYTES if target is None else max(1, int(target))
     ndim = len(shape)
     if ndim == 0:
         return SlabPlan(0, ((0, 1),), itemsize, False)
     inner = 1
     cut = ndim - 1
     for axis, size in enumerate(shape):
-        if inner * size * itemsize > SLAB_BYTES:
+        if inner * size * itemsize > limit:
             cut = axis
             break
         inner *= size
@@ -72,13 +77,13 @@ def slab_plan(
     if chunks is not None:
         edges = list(itertools.accumulate(chunks[cut], initial=0))
     else:
-        step = max(1, SLAB_BYTES // row)
+        step = max(1, limit // row)
         edges = [*range(0, shape[cut], step), shape[cut]]
     bounds: list[tuple[int, int]] = []
     start = previous = 0
     for edge in edges[1:]:
         # Close the slab at the previous edge when this piece would overflow it.
-        if (edge - start) * row > SLAB_BYTES and previous > start:
+        if (edge - start) * row > limit and previous > start:
             bounds.append((start, previous))
             start = previous
         previous = edge

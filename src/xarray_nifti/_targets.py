@@ -13,7 +13,14 @@ import xarray as xr
 from ._header import is_url
 from .array import NiftiBackendArray
 
-__all__ = ["SUFFIXES", "is_url", "output_paths", "refuse_overwriting_source", "suffix_of"]
+__all__ = [
+    "SUFFIXES",
+    "is_url",
+    "output_paths",
+    "reads_in_any_order",
+    "refuse_overwriting_source",
+    "suffix_of",
+]
 
 #: suffix → (``.hdr``/``.img`` pair, gzip-compressed)
 SUFFIXES = {
@@ -66,15 +73,35 @@ def _companions(name: str) -> set[str]:
         return {name}
 
 
-def _backend_paths(obj: Any, depth: int = 0) -> Iterator[str]:
-    while obj is not None and depth < 16:
-        if isinstance(obj, NiftiBackendArray):
-            yield obj.location.name
-            if obj.location.path is not None:
-                yield obj.location.path
-            return
+def _backend_array(obj: Any) -> NiftiBackendArray | None:
+    """The file reader under xarray's lazy wrappers (indexing, decoding) of ``obj``, if any."""
+    for _ in range(16):
+        if obj is None or isinstance(obj, NiftiBackendArray):
+            return obj
         obj = getattr(obj, "array", None)
-        depth += 1
+    return None
+
+
+def _backend_paths(obj: Any) -> Iterator[str]:
+    backend = _backend_array(obj)
+    if backend is not None:
+        yield backend.location.name
+        if backend.location.path is not None:
+            yield backend.location.path
+
+
+def reads_in_any_order(array: xr.DataArray) -> bool:
+    """Whether the regions of ``array`` cost the same to read in any order.
+
+    True for data in memory and for lazily read local uncompressed files.
+    False for a gzip stream (a region behind the inflate position is inflated
+    again) and for remote objects (every region is a request).
+    """
+    backend = _backend_array(array.variable._data)
+    if backend is None:
+        return True
+    location = backend.location
+    return location.compression is None and location.path is not None and not is_url(location.path)
 
 
 def _sources_read(array: xr.DataArray) -> set[str]:

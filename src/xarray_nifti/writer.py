@@ -1,8 +1,9 @@
 """Streaming NIfTI writer: values pulled in file order, encoded and written as they come.
 
 Data are pulled in file order (Fortran order: the last axis is slowest) as
-slabs of about ``SLAB_BYTES`` (:mod:`xarray_nifti._slabs`), encoded to the
-stored dtype (:mod:`xarray_nifti._scaling`) and written while the next slab is
+slabs of about 8 MiB (dask data: whole chunks, up to ``SLAB_BYTES``, see
+:mod:`xarray_nifti._slabs`), encoded to the stored dtype
+(:mod:`xarray_nifti._scaling`) and written while the next slab is read or
 computed, so memory stays bounded by a few slabs whatever the image size. For
 dask data the slabs follow the chunk boundaries, so that no chunk is computed
 twice; when the chunks do not allow that in file order (e.g. whole time series
@@ -41,12 +42,27 @@ from ._nifti_plan import NiftiPlan, plan_nifti
 from ._optional import require
 from ._scaling import encode_block, work_itemsize
 from ._slabs import slab_keys, slab_plan
-from ._targets import SUFFIXES, is_url, output_paths, refuse_overwriting_source, suffix_of
+from ._targets import (
+    SUFFIXES,
+    is_url,
+    output_paths,
+    reads_in_any_order,
+    refuse_overwriting_source,
+    suffix_of,
+)
 from .grid import select_variable
 
 __all__ = ["DEFAULT_COMPRESSLEVEL", "NiftiPlan", "plan_nifti", "to_nifti"]
 
 _TILE = 16  # rows per step when transposing C-ordered blocks to file order
+# Slabs of data in memory or read from a local .nii: small enough that reading the next
+# one overlaps encoding and writing this one (one 64 MiB slab would leave the two in
+# series), large enough that per-slab costs stay small. A 22 MiB T1 reoriented and
+# saved as .nii: 22 ms with one slab, 15 ms with 8 MiB slabs, 17-21 ms with 2-4 MiB.
+_PIPELINE_SLAB_BYTES = 8 << 20
+# Bytes per piece when a block is put in file order and written piece by piece: the
+# copy is still in the CPU cache when it is written (1 MiB pieces: 12 → 10 ms for 22 MiB).
+_WRITE_PIECE_BYTES = 1 << 20
 # A chunk-aligned slab larger than this many slabs switches dask data to positional writes.
 _ROW_FACTOR = 4
 #: gzip level for ``.nii.gz`` (ISA-L level 1: as small as zlib level 1, about 4× faster).
@@ -87,8 +103,19 @@ def _fortran(block: np.ndarray) -> np.ndarray:
 
 
 def _write_block(fileobj: IO[bytes], block: np.ndarray) -> None:
-    flat = _fortran(block).reshape(-1, order="F")
-    fileobj.write(flat.view(np.uint8).data)
+    """Write ``block`` in file order, in pieces along its last axis when it must be copied.
+
+    File order is Fortran order, whose slowest axis is the last: the pieces
+    ``block[..., a:b]`` in order are consecutive in the file.
+    """
+    if block.ndim < 2 or block.flags.f_contiguous or block.nbytes <= _WRITE_PIECE_BYTES:
+        pieces: Iterator[np.ndarray] = iter((block,))
+    else:
+        step = max(1, _WRITE_PIECE_BYTES // max(block[..., 0].nbytes, 1))
+        pieces = (block[..., start : start + step] for start in range(0, block.shape[-1], step))
+    for piece in pieces:
+        flat = _fortran(piece).reshape(-1, order="F")
+        fileobj.write(flat.view(np.uint8).data)
 
 
 def _pipelined(
@@ -115,7 +142,11 @@ def _write_data(fileobj: IO[bytes], plan: NiftiPlan) -> None:
     full_key = (slice(None),) * (len(data.dims) - ndim)
     all_chunks = data.chunks
     chunks = all_chunks[:ndim] if all_chunks is not None else None
-    slabs = slab_plan(plan.shape, _work_itemsize(plan), chunks)
+    # A gzip stream or a remote object read out of file order (a reoriented image) would
+    # be inflated or fetched once per slab: such sources are read in the fewest slabs.
+    small_slabs = chunks is None and reads_in_any_order(data)
+    target = _PIPELINE_SLAB_BYTES if small_slabs else None
+    slabs = slab_plan(plan.shape, _work_itemsize(plan), chunks, target)
     if chunks is not None and slabs.moved and slabs.slab_bytes > _ROW_FACTOR * _slabs.SLAB_BYTES:
         raise _UsePositional
 
