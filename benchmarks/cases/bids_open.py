@@ -100,8 +100,10 @@ def make_dataset(root: Path, n_images: int, extension: str) -> list[Path]:
     return paths
 
 
-def ours(root: Path, chunks: Any) -> xr.DataTree:
-    return xr.open_datatree(root, engine="nifti", chunks=chunks)
+def ours(root: Path, chunks: Any, default_indexes: bool = True) -> xr.DataTree:
+    return xr.open_datatree(
+        root, engine="nifti", chunks=chunks, create_default_indexes=default_indexes
+    )
 
 
 def nibabel_headers(paths: list[Path]) -> list[Any]:
@@ -158,14 +160,25 @@ def main(argv: list[str] | None = None) -> int:
         for extension in (".nii.gz", ".nii"):
             root = Path(tmp) / f"ds{extension.replace('.', '-')}"
             paths = make_dataset(root, n_images, extension)
-            for label, chunks in (("chunks=None", None), ("chunks={}", {})):
+            for label, chunks, indexes in (
+                ("chunks=None", None, True),
+                ("chunks={}", {}, True),
+                # The leaves carry their indexes: xarray's extra pass over the tree adds none.
+                ("chunks=None, create_default_indexes=False", None, False),
+            ):
                 case = f"open_datatree, {len(paths)} × {extension}, {label}"
                 try:
-                    failures += [f"{case}: {e}" for e in check(root, paths, chunks)]
+                    tree = ours(root, chunks, indexes)
+                    failures += [f"{case}: {e}" for e in check(root, paths, chunks, tree)]
+                    if not indexes and not tree.identical(ours(root, chunks)):
+                        failures.append(f"{case}: differs from the tree with default indexes")
+                    del tree
                     times = best_of(
                         repeat,
                         {
-                            "ours": lambda root=root, chunks=chunks: ours(root, chunks),
+                            "ours": lambda root=root, chunks=chunks, indexes=indexes: ours(
+                                root, chunks, indexes
+                            ),
                             "nibabel": lambda paths=paths: nibabel_headers(paths),
                         },
                     )
