@@ -7,12 +7,20 @@ The scripts are run as ``python benchmarks/cases/NAME.py``, so this folder is on
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["best_of", "report"]
+import nibabel as nib
+
+__all__ = ["best_of", "load", "report"]
+
+
+def load(path: str | os.PathLike[str]) -> Any:
+    """``nib.load(path)``; typed ``Any`` as the images' attributes depend on the format."""
+    return nib.load(path)
 
 
 def best_of(repeat: int, functions: dict[str, Callable[[], Any]]) -> dict[str, float]:

@@ -44,8 +44,8 @@ import dask.array
 import nibabel as nib
 import numpy as np
 import xarray as xr
-from _common import best_of, report
-from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
+from _common import best_of, load, report
+from nilearn.maskers import NiftiLabelsMasker, NiftiMasker  # type: ignore[import-untyped]
 from scipy.spatial import cKDTree
 
 import xarray_nifti  # noqa: F401  (registers the engine and the accessor)
@@ -80,7 +80,7 @@ def write_series(path: Path, shape: tuple[int, int, int, int], seed: int) -> Pat
     header = _data.make_header(shape, np.int16, ZOOMS, tr=2.0)
     plain = path.with_name(path.name.replace(".nii.gz", ".nii"))
     _data.write_nifti(plain, header, _data.bold_volumes(shape, seed))
-    img = nib.load(plain)
+    img = load(plain)
     scaled = nib.Nifti1Image(np.asanyarray(img.dataobj.get_unscaled()), img.affine, img.header)
     scaled.header.set_slope_inter(SLOPE, INTER)
     nib.save(scaled, path)

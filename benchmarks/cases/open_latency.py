@@ -32,7 +32,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from _common import report
+from _common import load, report
 
 IMPORT_RATIO_TARGET = 1.2
 FIRST_OPEN_TARGET_S = 0.1
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         img.header.set_slope_inter(0.5, 0.0)
         nib.save(img, path)
         expected = Path(tmp) / "expected.npy"
-        np.save(expected, np.asarray(nib.load(path).dataobj))
+        np.save(expected, np.asarray(load(path).dataobj))
         try:
             ours_import, _ = _median(runs, _IMPORT.format(module="xarray_nifti"))
             xarray_import, _ = _median(runs, _IMPORT.format(module="xarray"))
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             try:
-                import h5netcdf  # noqa: F401
+                import h5netcdf  # type: ignore[import-untyped]  # noqa: F401
                 import xarray as xr
 
                 netcdf = Path(tmp) / "bold.nc"

@@ -30,12 +30,12 @@ import nibabel as nib
 import numpy as np
 import scipy.ndimage  # noqa: F401
 import xarray as xr
-from nilearn.image import resample_img
+from nilearn.image import resample_img  # type: ignore[import-untyped]
 
 import xarray_nifti  # noqa: F401  (registers the engine and the accessor)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import best_of, report
+from _common import best_of, load, report
 from benchmarks import _data
 
 TARGET_RATIO = 1.5
@@ -44,7 +44,7 @@ INTERPOLATION = {0: "nearest", 1: "linear", 3: "continuous"}
 
 def _covering_grid(path: Path, zoom: float) -> tuple[np.ndarray, tuple[int, ...]]:
     """An axis-aligned grid of ``zoom`` mm voxels covering the image's field of view."""
-    img = nib.load(path)
+    img = load(path)
     corners = np.array(np.meshgrid(*[(0, n - 1) for n in img.shape[:3]], indexing="ij"))
     world = img.affine[:3, :3] @ corners.reshape(3, -1) + img.affine[:3, 3:4]
     low, high = world.min(axis=1), world.max(axis=1)
@@ -61,7 +61,7 @@ def make_inputs(folder: Path, quick: bool) -> list[tuple[str, Path, np.ndarray, 
     ``scl_slope=0.5``.
     """
     t1_shape = (48, 64, 64) if quick else (96, 128, 128)
-    t1_zooms = np.array([1.2, 1.0, 1.0]) * (2 if quick else 1)
+    t1_zooms = tuple(zoom * (2 if quick else 1) for zoom in (1.2, 1.0, 1.0))
     t1_path = folder / "t1.nii"
     _data.write_t1_sagittal(t1_path, t1_shape, t1_zooms)
 
@@ -71,7 +71,9 @@ def make_inputs(folder: Path, quick: bool) -> list[tuple[str, Path, np.ndarray, 
     bold_path = folder / "bold.nii"
     _data.write_nifti(bold_path, bold_header, _data.bold_volumes(bold_shape))
 
-    images = [("T1", t1_shape, "int16 oblique sagittal", t1_path, 3.0)]
+    images: list[tuple[str, tuple[int, ...], str, Path, float]] = [
+        ("T1", t1_shape, "int16 oblique sagittal", t1_path, 3.0)
+    ]
     images.append(("BOLD", bold_shape, "int16, scl_slope 0.5", bold_path, 2.5))
     return [
         (f"{name} {'×'.join(map(str, shape))} {what}", path, *_covering_grid(path, zoom))
@@ -101,7 +103,7 @@ def nilearn(path: Path, target: tuple[np.ndarray, Any], order: int) -> np.ndarra
 
 def oracle(path: Path, target: tuple[np.ndarray, Any], order: int) -> np.ndarray:
     """nilearn on the decoded float data: nilearn keeps int16 for linear output."""
-    img = nib.load(path)
+    img = load(path)
     as_float = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
