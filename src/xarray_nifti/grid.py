@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 import numpy as np
 import xarray as xr
 
+from ._world_coords import WorldCoordinateArray
 from .affine import space_code
-from .index import VoxelAffineIndex, WorldCoordinateArray
+from .index import VoxelAffineIndex
 from .transform import SPATIAL_DIMS, WORLD_COORDS, VoxelAffineTransform
 
 __all__ = [

@@ -106,9 +106,11 @@ def _write_block(fileobj: IO[bytes], block: np.ndarray) -> None:
     """Write ``block`` in file order, in pieces along its last axis when it must be copied.
 
     File order is Fortran order, whose slowest axis is the last: the pieces
-    ``block[..., a:b]`` in order are consecutive in the file.
+    ``block[..., a:b]`` in order are consecutive in the file. C-ordered blocks
+    keep the whole-block tiled transpose of :func:`_fortran`.
     """
-    if block.ndim < 2 or block.flags.f_contiguous or block.nbytes <= _WRITE_PIECE_BYTES:
+    contiguous = block.flags.f_contiguous or block.flags.c_contiguous
+    if block.ndim < 2 or contiguous or block.nbytes <= _WRITE_PIECE_BYTES:
         pieces: Iterator[np.ndarray] = iter((block,))
     else:
         step = max(1, _WRITE_PIECE_BYTES // max(block[..., 0].nbytes, 1))
