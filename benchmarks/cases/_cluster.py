@@ -72,6 +72,19 @@ def case_cluster(ctx: Context) -> list[Row]:
                 f"{many.worker_cpu:.2f} s on {n_workers}",
             )
         )
+        net_one, net_many = one.worker_cpu - one.idle_cpu, many.worker_cpu - many.idle_cpu
+        rows.append(
+            Row(
+                "  same, net of the workers' idle CPU over the read's wall time",
+                net_many,
+                "1 worker, net of its idle CPU",
+                net_one,
+                net_many / net_one if net_one > 0 else None,  # CPU times tick in 10 ms
+                f"net cpu{n_workers}/cpu1",
+                note=f"idle CPU over the same wall time: {one.idle_cpu:.2f} s (1 worker), "
+                f"{many.idle_cpu:.2f} s ({n_workers} workers)",
+            )
+        )
         rows.append(
             Row(
                 f"  wall, {n_workers} vs 1 worker",
