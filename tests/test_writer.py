@@ -1208,7 +1208,8 @@ def test_blocks_are_written_in_file_order_piece_by_piece(
     """A permuted, flipped view (a reoriented block) written in pieces is its Fortran bytes."""
     import io
 
-    monkeypatch.setattr(writer, "_WRITE_PIECE_BYTES", 7 * 5 * 3 * 2)  # 3 planes per piece
+    # Three 7 x 5 planes per piece when the last axis is the 11-long one, else one plane.
+    monkeypatch.setattr(writer, "_WRITE_PIECE_BYTES", 7 * 5 * 3 * 2)
     base = np.arange(7 * 5 * 11, dtype=np.int16).reshape(7, 5, 11, order="F")
     block = base.transpose(permutation)
     for axis in flips:
@@ -1229,6 +1230,57 @@ def test_blocks_are_written_in_file_order_piece_by_piece(
     else:
         assert len(writes) > 1  # a view: copied and written a piece at a time
     assert sum(writes) == block.nbytes
+
+
+def _edge_blocks() -> dict[str, np.ndarray]:
+    cube = np.arange(6 * 5 * 9, dtype=">i2").reshape(6, 5, 9)
+    records = np.zeros((6, 5, 9), dtype=[("r", "u1"), ("g", "u1"), ("b", "u1")])
+    records["r"] = np.arange(records.size).reshape(records.shape) % 251
+    records["b"] = 7
+    return {
+        "0-D": np.array(3.5),
+        "1-D strided": np.arange(100.0)[::-3],
+        "zero planes": cube[..., :0][::-1],
+        "zero rows": cube[:, :0, :].transpose(2, 0, 1),
+        "big-endian, every other plane": cube[..., ::2],
+        "one plane, flipped": cube[..., 3:4][::-1],
+        "records, permuted and flipped": records.transpose(2, 1, 0)[:, ::-1],
+        "F-ordered, strided": np.asfortranarray(cube)[::2, :, ::-1],
+        "planes larger than a piece": np.arange(3 * 40 * 200.0).reshape(3, 40, 200)[:, ::-1],
+    }
+
+
+@pytest.mark.parametrize("name", list(_edge_blocks()))
+def test_write_block_edge_cases_are_their_fortran_bytes(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0-D, 1-D, empty, record and byte-swapped blocks, and planes larger than a piece."""
+    import io
+
+    monkeypatch.setattr(writer, "_WRITE_PIECE_BYTES", 64)
+    block = _edge_blocks()[name]
+    buffer = io.BytesIO()
+    writer._write_block(buffer, block)
+    assert buffer.getvalue() == block.tobytes(order="F")
+
+
+def test_sources_read_in_any_order_pairs_and_file_objects(tmp_path: Path) -> None:
+    """Uncompressed pairs and Analyze are read like a .nii; .img.gz and file objects are not."""
+    import io
+
+    from xarray_nifti._targets import reads_in_any_order
+
+    img = nib.load(NIBABEL_DATA / "anatomical.nii")
+    values = np.asanyarray(img.dataobj)
+    nib.save(nib.Nifti1Pair(values, img.affine), tmp_path / "pair.img")
+    nib.save(nib.Nifti1Pair(values, img.affine), tmp_path / "packed.img.gz")
+    nib.save(nib.AnalyzeImage(values, img.affine), tmp_path / "analyze.img")
+    for name, expected in (("pair.hdr", True), ("analyze.hdr", True), ("packed.hdr.gz", False)):
+        with open_nifti(tmp_path / name) as ds:
+            assert reads_in_any_order(ds["data"].nifti.to_canonical()) is expected, name
+    raw = io.BytesIO((NIBABEL_DATA / "anatomical.nii").read_bytes())
+    with open_nifti(raw) as ds:
+        assert not reads_in_any_order(ds["data"])
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])

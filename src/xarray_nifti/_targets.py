@@ -93,9 +93,12 @@ def _backend_paths(obj: Any) -> Iterator[str]:
 def reads_in_any_order(array: xr.DataArray) -> bool:
     """Whether the regions of ``array`` cost the same to read in any order.
 
-    True for data in memory and for lazily read local uncompressed files.
-    False for a gzip stream (a region behind the inflate position is inflated
-    again) and for remote objects (every region is a request).
+    True for data in memory and for lazily read local uncompressed files
+    (``.nii``, ``.hdr``/``.img`` pairs, Analyze). False for a gzip stream
+    (``.nii.gz``, ``.img.gz``: a region behind the inflate position is inflated
+    again), for remote objects (every region is a request) and for images
+    opened from file objects. Dask arrays are not looked into (True whatever
+    their source): the writer follows their chunks instead.
     """
     backend = _backend_array(array.variable._data)
     if backend is None:

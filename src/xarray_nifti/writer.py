@@ -1,8 +1,10 @@
 """Streaming NIfTI writer: values pulled in file order, encoded and written as they come.
 
 Data are pulled in file order (Fortran order: the last axis is slowest) as
-slabs of about 8 MiB (dask data: whole chunks, up to ``SLAB_BYTES``, see
-:mod:`xarray_nifti._slabs`), encoded to the stored dtype
+slabs (:mod:`xarray_nifti._slabs`): about 8 MiB for data in memory or read
+from local uncompressed files, up to ``SLAB_BYTES`` for gzip and remote
+sources (read in the fewest slabs), runs of whole chunks of about ``SLAB_BYTES``
+for dask data. They are encoded to the stored dtype
 (:mod:`xarray_nifti._scaling`) and written while the next slab is read or
 computed, so memory stays bounded by a few slabs whatever the image size. For
 dask data the slabs follow the chunk boundaries, so that no chunk is computed
@@ -58,7 +60,11 @@ _TILE = 16  # rows per step when transposing C-ordered blocks to file order
 # Slabs of data in memory or read from a local .nii: small enough that reading the next
 # one overlaps encoding and writing this one (one 64 MiB slab would leave the two in
 # series), large enough that per-slab costs stay small. A 22 MiB T1 reoriented and
-# saved as .nii: 22 ms with one slab, 15 ms with 8 MiB slabs, 17-21 ms with 2-4 MiB.
+# saved as .nii: 22 ms with one slab, 15 ms with 8 MiB slabs, 17-21 ms with 2-4 MiB (in
+# the full benchmark run on 2 shared cores, 23.5 → 21.3 ms). The slabs of a reoriented
+# image are strided regions of the source, read through a memory map of the whole file:
+# its pages count in the process's RSS (file cache, not allocations; +22 MiB of peak RSS
+# in that run), where the whole image as one slab was one contiguous pread.
 _PIPELINE_SLAB_BYTES = 8 << 20
 # Bytes per piece when a block is put in file order and written piece by piece: the
 # copy is still in the CPU cache when it is written (1 MiB pieces: 12 → 10 ms for 22 MiB).
