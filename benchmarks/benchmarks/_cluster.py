@@ -119,7 +119,7 @@ def _warm_up() -> None:
 
     with xr.open_dataset(f"{data_path}/example4d.nii.gz", engine="nifti", chunks={}) as ds:
         ds["data"].sum(dtype=np.float64).compute(scheduler="sync")
-    _cpu_seconds()
+    _cpu_seconds()  # imports psutil, which every CPU reading then uses
 
 
 def forget_readers() -> None:
