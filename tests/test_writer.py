@@ -1330,7 +1330,16 @@ def test_gzip_source_is_read_in_one_slab_when_reoriented(
 ) -> None:
     """Out-of-order regions of a .nii.gz would each inflate the stream again."""
     monkeypatch.setattr(writer, "_PIPELINE_SLAB_BYTES", 12_000)
-    nib.save(nib.load(NIBABEL_DATA / "anatomical.nii"), tmp_path / "a.nii.gz")
+    source = nib.load(NIBABEL_DATA / "anatomical.nii")
+    # Stored as sagittal slices (axes A, S, L): the canonical k (S) runs along the stored j,
+    # so every output slab is a strided region spanning the whole stream.
+    sagittal = np.zeros((4, 4))
+    sagittal[1, 0], sagittal[2, 1], sagittal[0, 2], sagittal[3, 3] = 1.0, 1.0, -1.0, 1.0
+    nib.save(
+        nib.Nifti1Image(np.asanyarray(source.dataobj), sagittal @ source.affine),
+        tmp_path / "a.nii.gz",
+    )
+    assert "".join(nib.aff2axcodes(nib.load(tmp_path / "a.nii.gz").affine)) != "RAS"
     keys: list[Any] = []
     original = writer._compute
     monkeypatch.setattr(writer, "_compute", lambda d, k: keys.append(k) or original(d, k))
