@@ -144,3 +144,31 @@ def test_a_split_read_past_the_end_raises_the_callers_error(tmp_path: Path) -> N
         _pread_exactly(
             f.fileno(), 0, memoryview(bytearray(8000)), lambda: EOFError("shrank"), split_bytes=1000
         )
+
+
+def _mapped_file_mib() -> float:
+    """File pages mapped into this process (``RssFile``), in MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_strided_reads_leave_no_mapped_pages_in_rss(make_image: Any) -> None:
+    """A strided read over a whole 48 MiB file leaves none of its pages mapped in the process."""
+    data = np.arange(64 * 64 * 48 * 32, dtype=np.int32).reshape(64, 64, 48, 32)
+    path = make_image(data, name="big.nii")
+    expected = data[::2, :, 1:, :]
+    del data
+    reader = open_reader(open_source(path).data)
+    try:
+        before = _mapped_file_mib()
+        for _ in range(2):  # the second read maps the same pages in again, and drops them
+            got = reader.read_region([(0, 32, 2), (0, 64, 1), (1, 47, 1), (0, 32, 1)])
+            np.testing.assert_array_equal(got, expected)
+            del got
+        assert _mapped_file_mib() - before < 6  # 24 MiB stay mapped without MADV_DONTNEED
+    finally:
+        reader.close()

@@ -85,7 +85,10 @@ class _MappedReader(_Reader):
     ``os.preadv`` straight into the output array: one kernel copy, and no
     mapped pages that would count in the process's RSS (a per-volume temporal
     mean through a map of the whole file keeps RSS at the file size). The map
-    is created on the first strided read only.
+    is created on the first strided read only, and after each strided read
+    the pages it touched leave the process (``MADV_DONTNEED``; they stay in
+    the page cache): the RSS that dask's worker memory limits watch does not
+    grow with the mapped file.
     """
 
     thread_safe = True
@@ -141,7 +144,22 @@ class _MappedReader(_Reader):
         key = tuple(
             slice(start, start + (count - 1) * step + 1, step) for start, count, step in selection
         )
-        return np.array(view[key], order="K")
+        out = np.array(view[key], order="K")
+        self._forget_pages(selection)
+        return out
+
+    def _forget_pages(self, selection: Sequence[tuple[int, int, int]]) -> None:
+        """Drop the mapped pages a strided read touched from the process (not the cache)."""
+        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        loc = self.location
+        stride, first, last = loc.dtype.itemsize, loc.offset, loc.offset
+        for size, (start, count, step) in zip(loc.shape, selection, strict=True):
+            first += start * stride
+            last += (start + (count - 1) * step) * stride
+            stride *= size
+        begin = first - first % mmap.PAGESIZE
+        self._map.madvise(mmap.MADV_DONTNEED, begin, last + loc.dtype.itemsize - begin)
 
     def _release(self) -> None:
         if self._map is not None:

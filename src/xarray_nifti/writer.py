@@ -62,9 +62,8 @@ _TILE = 16  # rows per step when transposing C-ordered blocks to file order
 # series), large enough that per-slab costs stay small. A 22 MiB T1 reoriented and
 # saved as .nii: 22 ms with one slab, 15 ms with 8 MiB slabs, 17-21 ms with 2-4 MiB (in
 # the full benchmark run on 2 shared cores, 23.5 → 21.3 ms). The slabs of a reoriented
-# image are strided regions of the source, read through a memory map of the whole file:
-# its pages count in the process's RSS (file cache, not allocations; +22 MiB of peak RSS
-# in that run), where the whole image as one slab was one contiguous pread.
+# image are strided regions of the source, read through the reader's memory map, which
+# drops the pages of each read from the process afterwards (see _readers._MappedReader).
 _PIPELINE_SLAB_BYTES = 8 << 20
 # Bytes per piece when a block is put in file order and written piece by piece: the
 # copy is still in the CPU cache when it is written (1 MiB pieces: 12 → 10 ms for 22 MiB).
