@@ -28,16 +28,15 @@ import dask.array
 import dask.base
 import numpy as np
 from benchmarks import _cluster
-from cases._harness import CorrectnessError, Row, has_module, load, log
+from cases._harness import Row, has_module, load, log
 from cases._inputs import Context, open_ours
+from cases._temporal import check_float32_result
 
 __all__ = ["case_cluster_mean"]
 
 #: spatial-image's chunks along time, hand-picked: in full mode 32 MiB of stored int16
 #: per chunk, 127 MiB once the proxy has scaled it to float64
 PEER_VOLUMES = 30
-#: agreement with nibabel's float64 mean (ours decodes int16 × slope to float32)
-RTOL = 1e-5
 N_SUBJECTS = 10
 
 
@@ -74,15 +73,6 @@ def _peer(paths: str | list[str]) -> np.ndarray:
     return stacked[0] if isinstance(paths, str) else stacked
 
 
-def _check(name: str, got: np.ndarray, expected: np.ndarray) -> None:
-    if got.shape != expected.shape:
-        raise CorrectnessError(f"{name}: shape {got.shape}, nibabel's {expected.shape}")
-    error = float(np.max(np.abs(got.astype(np.float64) - expected)))
-    tolerance = RTOL * float(np.max(np.abs(expected)))
-    if not error <= tolerance:
-        raise CorrectnessError(f"{name}: max |result - nibabel| = {error:.3g} > {tolerance:.3g}")
-
-
 def _nothing() -> None:
     """Nothing to reset between runs: spatial-image's workers keep no reader state."""
 
@@ -101,7 +91,7 @@ def _best(
         result = run()
         seconds = time.perf_counter() - start
         if round_ == 0:
-            _check(name, result, expected)
+            check_float32_result(name, result, expected)
         del result
         after()
         best = min(best, seconds)

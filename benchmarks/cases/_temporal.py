@@ -17,7 +17,7 @@ import numpy as np
 from cases._harness import CorrectnessError, Row, best_of, load, run_child
 from cases._inputs import INTER, SLOPE, Context, open_ours, raw_mib
 
-__all__ = ["case_mean"]
+__all__ = ["case_mean", "check_float32_result"]
 
 STATS = ("mean", "std")
 #: ``--chunks`` of ``_child.py`` → what ``open_dataset`` gets
@@ -45,14 +45,14 @@ def _chunk_label(chunks: str) -> str:
     return "chunks=None" if chunks == "none" else f"chunks={chunks}"
 
 
-def _compare(name: str, got: np.ndarray, expected: np.ndarray) -> None:
+def check_float32_result(name: str, got: np.ndarray, expected: np.ndarray) -> None:
     """Raise :class:`CorrectnessError` unless ``got`` equals nibabel's result to float32."""
     if got.shape != expected.shape:
         raise CorrectnessError(f"{name}: shape {got.shape}, nibabel's {expected.shape}")
     error = float(np.max(np.abs(got.astype(np.float64) - expected)))
     tolerance = RTOL * float(np.max(np.abs(expected)))
     if not error <= tolerance:
-        raise CorrectnessError(f"{name}: max |ours - nibabel| = {error:.3g} > {tolerance:.3g}")
+        raise CorrectnessError(f"{name}: max |result - nibabel| = {error:.3g} > {tolerance:.3g}")
 
 
 def _same_checksum(name: str, child: dict[str, Any], expected: np.ndarray) -> None:
@@ -74,7 +74,7 @@ def _stat_rows(ctx: Context, path: str, label: str, stat: str, raw: float) -> li
     def check(results: dict[str, Any]) -> None:
         for name, value in results.items():
             if name != "nib":
-                _compare(f"temporal {stat} {label} {name}", value, results["nib"])
+                check_float32_result(f"temporal {stat} {label} {name}", value, results["nib"])
             checked[name] = value
 
     best = best_of(candidates, ctx.sizes.repeat, check)
