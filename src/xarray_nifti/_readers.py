@@ -27,7 +27,7 @@ from ._identity import check_stamps
 from ._region import contiguous_start, read_region
 from ._source import DataLocation
 
-__all__ = ["open_reader"]
+__all__ = ["is_random_access", "open_reader"]
 
 
 class _Reader:
@@ -312,11 +312,21 @@ def open_reader(location: DataLocation, mode: str = "rb") -> _Reader:
         ) from err
 
 
+def is_random_access(location: DataLocation) -> bool:
+    """Whether any region of ``location`` costs the same to read, in any order.
+
+    True for a local uncompressed file (read with ``pread`` and a memory map);
+    a gzip stream inflates again what lies behind its position, a remote
+    object or a file object pays a request or a seek per region.
+    """
+    return location.path is not None and location.compression is None
+
+
 def _open_reader(location: DataLocation) -> _Reader:
     fileobj, owned = location.fileobj, False
+    if is_random_access(location):
+        return _MappedReader(location)
     if location.path is not None:
-        if location.compression is None:
-            return _MappedReader(location)
         if location.compression == "gzip":
             fileobj, owned = open(location.path, "rb"), True  # noqa: SIM115
         else:

@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from ._header import is_url
+from ._readers import is_random_access
 from .array import NiftiBackendArray
 
 __all__ = [
@@ -101,10 +102,7 @@ def reads_in_any_order(array: xr.DataArray) -> bool:
     their source): the writer follows their chunks instead.
     """
     backend = _backend_array(array.variable._data)
-    if backend is None:
-        return True
-    location = backend.location
-    return location.compression is None and location.path is not None and not is_url(location.path)
+    return backend is None or is_random_access(backend.location)
 
 
 def _sources_read(array: xr.DataArray) -> set[str]:
