@@ -13,14 +13,14 @@
   against ten spatial-images computed together; target: ours no slower.
 
 Every result is checked against nibabel's ``get_fdata().mean(-1)`` before it is
-timed; each cluster time is the best of ``repeat`` runs, and every run opens the
+timed; each time is the best of ``repeat`` interleaved runs, and every run opens the
 files anew on workers that have forgotten their readers.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import dask
@@ -28,7 +28,7 @@ import dask.array
 import dask.base
 import numpy as np
 from benchmarks import _cluster
-from cases._harness import Row, has_module, load, log
+from cases._harness import Row, best_of, has_module, load
 from cases._inputs import Context, open_ours
 from cases._temporal import check_float32_result
 
@@ -73,40 +73,21 @@ def _peer(paths: str | list[str]) -> np.ndarray:
     return stacked[0] if isinstance(paths, str) else stacked
 
 
-def _nothing() -> None:
-    """Nothing to reset between runs: spatial-image's workers keep no reader state."""
-
-
-def _best(
-    name: str,
-    run: Callable[[], np.ndarray],
-    expected: np.ndarray,
-    repeat: int,
-    after: Callable[[], None],
-) -> float:
-    """Best wall time of ``repeat`` runs of ``run``; the first result is checked."""
-    best = np.inf
-    for round_ in range(repeat):
-        start = time.perf_counter()
-        result = run()
-        seconds = time.perf_counter() - start
-        if round_ == 0:
-            check_float32_result(name, result, expected)
-        del result
-        after()
-        best = min(best, seconds)
-    return float(best)
-
-
 def case_cluster_mean(ctx: Context) -> list[Row]:
     """Temporal mean on a 2-process LocalCluster: vs one process and vs spatial-image."""
     one = ctx.files.bold_scaled(gz=True)
     subjects = ctx.files.subject_copies(N_SUBJECTS)
-    expected_one = np.asarray(load(one).get_fdata().mean(-1))
     expected_subject = np.asarray(load(subjects[0]).get_fdata().mean(-1))
-    expected_all = np.stack([expected_subject] * N_SUBJECTS)
+    expected = {
+        "one": np.asarray(load(one).get_fdata().mean(-1)),
+        "all": np.stack([expected_subject] * N_SUBJECTS),
+    }
     repeat = max(2, ctx.sizes.repeat - 1)
     peer = has_module("spatial_image")
+
+    def check(results: dict[str, Any]) -> None:
+        for name, value in results.items():  # "<who> one" or "<who> all"
+            check_float32_result(f"temporal mean, {name}", value, expected[name.split()[-1]])
 
     def single() -> np.ndarray:
         with dask.config.set(scheduler="threads"):
@@ -116,39 +97,22 @@ def case_cluster_mean(ctx: Context) -> list[Row]:
             finally:
                 ds.close()
 
-    single_s = _best("mean, one process", single, expected_one, repeat, _nothing)
-    times: dict[str, float] = {}
+    single_s = best_of({"this process one": single}, repeat, check)["this process one"].seconds
+    candidates: dict[str, Callable[[], np.ndarray]] = {
+        "ours one": partial(_ours, one),
+        "ours all": partial(_ours, subjects),
+    }
+    if peer:
+        candidates |= {"peer one": partial(_peer, one), "peer all": partial(_peer, subjects)}
     with _cluster.process_cluster(2) as client:
-
-        def forget() -> None:
-            client.run(_cluster.forget_readers)
-
-        times["ours one"] = _best(
-            "cluster mean, one file", lambda: _ours(one), expected_one, repeat, forget
-        )
-        times["ours all"] = _best(
-            f"cluster mean, {N_SUBJECTS} files",
-            lambda: _ours(subjects),
-            expected_all,
+        # Every run starts on workers that hold no reader (spatial-image's keep none).
+        best = best_of(
+            candidates,
             repeat,
-            forget,
+            check,
+            before_each=lambda _: client.run(_cluster.forget_readers),
         )
-        if peer:
-            log("  spatial-image on the cluster")
-            times["peer one"] = _best(
-                "spatial-image cluster mean, one file",
-                lambda: _peer(one),
-                expected_one,
-                repeat,
-                _nothing,
-            )
-            times["peer all"] = _best(
-                f"spatial-image cluster mean, {N_SUBJECTS} files",
-                lambda: _peer(subjects),
-                expected_all,
-                repeat,
-                _nothing,
-            )
+    times = {name: sample.seconds for name, sample in best.items()}
     peer_label = f"spatial-image, {PEER_VOLUMES}-volume chunks"
     rows = [
         Row(
