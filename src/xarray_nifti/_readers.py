@@ -138,19 +138,18 @@ class _MappedReader(_Reader):
         if 0 in counts or contiguous_start(loc.shape, selection) is not None:
             return read_region(self.read_into, loc, selection)
         self._check_size()
-        view = np.ndarray(
-            loc.shape, dtype=loc.dtype, buffer=self._mapped(), offset=loc.offset, order="F"
-        )
+        mapped = self._mapped()
+        view = np.ndarray(loc.shape, dtype=loc.dtype, buffer=mapped, offset=loc.offset, order="F")
         key = tuple(
             slice(start, start + (count - 1) * step + 1, step) for start, count, step in selection
         )
         out = np.array(view[key], order="K")
-        self._forget_pages(selection)
+        self._forget_pages(mapped, selection)
         return out
 
-    def _forget_pages(self, selection: Sequence[tuple[int, int, int]]) -> None:
+    def _forget_pages(self, mapped: mmap.mmap, selection: Sequence[tuple[int, int, int]]) -> None:
         """Drop the mapped pages a strided read touched from the process (not the cache)."""
-        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+        if not hasattr(mmap, "MADV_DONTNEED"):
             return
         loc = self.location
         stride, first, last = loc.dtype.itemsize, loc.offset, loc.offset
@@ -159,7 +158,7 @@ class _MappedReader(_Reader):
             last += (start + (count - 1) * step) * stride
             stride *= size
         begin = first - first % mmap.PAGESIZE
-        self._map.madvise(mmap.MADV_DONTNEED, begin, last + loc.dtype.itemsize - begin)
+        mapped.madvise(mmap.MADV_DONTNEED, begin, last + loc.dtype.itemsize - begin)
 
     def _release(self) -> None:
         if self._map is not None:
